@@ -1,0 +1,589 @@
+"""MLflow -> pandas, and the questions users ask of a sweep: best configs, and the optimum σ⁻¹.
+
+`load_trials` is the one I/O boundary: it reads a sweep's runs into a DataFrame (one row per trial,
+typed config columns, final metrics) with the sweep's tags in `df.attrs`. Everything else here is
+DataFrame in, DataFrame out, so it can be tested on hand-built frames and reused on exported CSVs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from service import conventions as cv
+from service.errors import TrackingError
+
+# Bookkeeping columns of every trial row; all other columns are config keys or metrics.
+BASE_COLUMNS = ("sweep", "run_id", "trial_id", "status", "failure_reason", "cell")
+CURVE_COLUMNS = ("mean", "sem", "ci_low", "ci_high", "n")
+OPTIMUM_COLUMNS = ("x_opt", "ci_low", "ci_high", "metric_at_opt", "n_trials", "at_edge", "fit")
+
+_FINISHED = "FINISHED"
+_PAGE_SIZE = 1000
+_MIN_WINDOW = 5  # fewest points a local quadratic is fitted to: fewer would chase the noise
+_SPAN = 0.5  # fraction of the points in each local fit of the smooth
+_GRID = 200  # grid points in log x on which the smooth is minimised
+
+
+# --------------------------------------------------------------------------------------------
+# I/O boundary
+
+
+def load_trials(sweep: str, tracking_uri: str) -> pd.DataFrame:
+    """Read every trial run of `sweep` from the tracking store into one typed DataFrame.
+
+    Config values come from the JSON tag (not from MLflow params, which are strings), so an int
+    axis stays an int and groups compare exactly. Sweep-level facts (objective, axes, search
+    ranges, parent run) go to `df.attrs`, where the other functions here take their defaults.
+    """
+    from mlflow.tracking import MlflowClient  # heavy import; only the I/O path needs it
+
+    _require_sqlite_file(tracking_uri)
+    with _tracking_errors(tracking_uri):
+        client = MlflowClient(tracking_uri)
+        experiment = client.get_experiment_by_name(sweep)
+        if experiment is None or experiment.lifecycle_stage == "deleted":
+            raise TrackingError(_unknown_sweep_message(client, sweep, tracking_uri))
+        runs = _search_runs(client, experiment.experiment_id)
+
+    parents = [r for r in runs if r.data.tags.get(cv.ROLE) == cv.ROLE_SWEEP]
+    if not parents:
+        raise TrackingError(
+            f"experiment {sweep!r} at {tracking_uri} has no sweep run "
+            f"(tag {cv.ROLE}={cv.ROLE_SWEEP}): it was not written by smoothsweep"
+        )
+    # A resumed sweep could leave several parent runs; the latest holds the current tags.
+    parent = max(parents, key=lambda r: r.info.start_time or 0)
+    trials = [r for r in runs if r.data.tags.get(cv.ROLE) == cv.ROLE_TRIAL]
+
+    records = [_trial_record(sweep, run) for run in trials]
+    configs = [_config_of(run) for run in trials]
+    config_columns = _ordered_union(configs)
+    metric_columns = sorted(_ordered_union([r.data.metrics for r in trials]), key=_metric_sort_key)
+
+    frame = pd.DataFrame.from_records(records, columns=list(BASE_COLUMNS))
+    for key in config_columns:
+        frame[key] = _typed_column([c.get(key) for c in configs])
+    for key in metric_columns:
+        frame[key] = pd.Series([r.data.metrics.get(key, math.nan) for r in trials], dtype="float64")
+    frame = frame.sort_values("trial_id", kind="stable").reset_index(drop=True)
+    frame.attrs.update(_sweep_attrs(sweep, parent))
+    frame.attrs["config_columns"] = config_columns
+    frame.attrs["metrics"] = metric_columns
+    return frame
+
+
+@contextmanager
+def _tracking_errors(tracking_uri: str) -> Iterator[None]:
+    """Turn MLflow's failures into a one-line TrackingError that names the URI.
+
+    They are the user's to fix (a server that is down, a mistyped URI), not bugs of ours; the
+    original exception stays chained for debugging.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        cause = _connection_cause(exc)
+        if cause is not None:
+            message = (
+                f"cannot reach the MLflow tracking server at {tracking_uri} "
+                f"({type(cause).__name__}); check the URI and that the server is running"
+            )
+        else:
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            message = f"the MLflow tracking store at {tracking_uri} failed: {lines[0]}"
+        raise TrackingError(message) from exc
+
+
+def _require_sqlite_file(tracking_uri: str) -> None:
+    """Refuse a SQLite URI whose file is missing: MLflow would create an empty store there."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if path and path != ":memory:" and not Path(path).is_file():
+        raise TrackingError(
+            f"no MLflow tracking store at {tracking_uri}: the file {path} does not exist"
+        )
+
+
+def _connection_cause(exc: BaseException) -> BaseException | None:
+    """The network error inside an MlflowException, if that is what it wraps.
+
+    MLflow's REST client reports refused connections and exhausted retries as a generic
+    MlflowException; the underlying `requests` error (an OSError) is only in the chain.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    if "API request to" in str(exc) and "failed with exception" in str(exc):
+        return exc
+    return None
+
+
+def _unknown_sweep_message(client: Any, sweep: str, tracking_uri: str) -> str:
+    # MLflow's own "Default" experiment is in every store and is never a sweep.
+    names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+    known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") if names else "none"
+    return (
+        f"no sweep named {sweep!r} in the tracking store {tracking_uri} (sweeps there: {known}); "
+        f"browse them with `smoothsweep ui --tracking-uri {tracking_uri}`"
+    )
+
+
+def _search_runs(client: Any, experiment_id: str, page_size: int = _PAGE_SIZE) -> list[Any]:
+    """All active runs of an experiment; `search_runs` returns one page at a time."""
+    runs: list[Any] = []
+    token: str | None = None
+    while True:
+        page = client.search_runs(
+            [experiment_id], max_results=page_size, page_token=token, order_by=["start_time ASC"]
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _trial_record(sweep: str, run: Any) -> dict[str, Any]:
+    tags = run.data.tags
+    return {
+        "sweep": sweep,
+        "run_id": run.info.run_id,
+        "trial_id": tags.get(cv.TRIAL_ID),
+        "status": run.info.status,
+        "failure_reason": tags.get(cv.FAILURE_REASON),
+        "cell": tags.get(cv.CELL),
+    }
+
+
+def _config_of(run: Any) -> dict[str, Any]:
+    raw = run.data.tags.get(cv.CONFIG)
+    if raw is None:
+        return {}
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise TrackingError(
+            f"run {run.info.run_id} has a malformed {cv.CONFIG} tag ({exc.msg}); "
+            "it was not written by smoothsweep"
+        ) from exc
+    return config if isinstance(config, dict) else {}
+
+
+def _typed_column(values: list[Any]) -> pd.Series:
+    """A column that keeps JSON's types: ints stay ints even where some trials lack the key."""
+    present = [v for v in values if v is not None]
+    missing = len(present) < len(values)
+    if present and all(isinstance(v, bool) for v in present):
+        return pd.Series(values, dtype="boolean" if missing else "bool")
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pd.Series(values, dtype="Int64" if missing else "int64")
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return pd.Series([math.nan if v is None else float(v) for v in values], dtype="float64")
+    if present and all(isinstance(v, str) for v in present):
+        return pd.Series(values, dtype="str")
+    return pd.Series(values, dtype="object")
+
+
+def _ordered_union(mappings: Sequence[Any]) -> list[str]:
+    seen: dict[str, None] = {}
+    for mapping in mappings:
+        seen.update(dict.fromkeys(mapping))
+    return list(seen)
+
+
+def _metric_sort_key(name: str) -> tuple[str, int]:
+    # The plain (mean) name first, then replicas in numeric order: r2 before r10.
+    parsed = cv.parse_replica_metric(name)
+    return (name, -1) if parsed is None else parsed
+
+
+def _sweep_attrs(sweep: str, parent: Any) -> dict[str, Any]:
+    tags = parent.data.tags
+    search = json.loads(tags.get(cv.SEARCH) or "{}")
+    return {
+        "sweep": tags.get(cv.SWEEP, sweep),
+        "experiment": tags.get(cv.EXPERIMENT),
+        "objective_metric": tags.get(cv.OBJECTIVE_METRIC),
+        "objective_mode": tags.get(cv.OBJECTIVE_MODE),
+        "axes": list(json.loads(tags.get(cv.AXES) or "[]")),
+        "search": {
+            name: {
+                "low": float(space["low"]),
+                "high": float(space["high"]),
+                "log": bool(space.get("log", False)),
+            }
+            for name, space in search.items()
+        },
+        "parent_run_id": parent.info.run_id,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Best configurations
+
+
+def best_configs(
+    trials: pd.DataFrame,
+    metric: str | None = None,
+    mode: str | None = None,
+    by: Sequence[str] | None = None,
+    top: int = 1,
+) -> pd.DataFrame:
+    """The `top` best finished trials per axis cell, so each cell's winner can be rerun or compared.
+
+    `metric` and `mode` default to the sweep's objective; `mode` falls back to "min" for any other
+    metric. Failed trials and non-finite metrics (diverged runs) never win.
+    """
+    metric, mode = _objective(trials, metric, mode)
+    _require_columns(trials, "metric", [metric])
+    groups = _group_columns(trials, by)
+    if top < 1:
+        raise ValueError(f"`top` must be >= 1, but got {top}")
+
+    done = _finished(trials)
+    done = done[np.isfinite(done[metric].to_numpy(dtype=float))]
+    ranked = done.sort_values(metric, ascending=mode == "min", kind="stable")
+    best = ranked.groupby(groups, sort=False, dropna=False).head(top) if groups else ranked[:top]
+
+    config = [c for c in _config_columns(trials) if c != metric]
+    columns = _unique([*groups, *config, metric, "cell", "trial_id", "run_id"])
+    columns = [c for c in columns if c in best.columns]
+    order = [*groups, metric] if groups else [metric]
+    ascending = [True] * len(groups) + [mode == "min"]
+    return best.sort_values(order, ascending=ascending, kind="stable")[columns].reset_index(
+        drop=True
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Length-scale curves
+
+
+def length_scale_curve(
+    trials: pd.DataFrame,
+    x: str = "sigma_inv",
+    metric: str | None = None,
+    by: Sequence[str] | None = None,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Mean and t-interval of a metric at each x value, per group: the curve users plot.
+
+    Statistics pool every replica of every finished trial at that x, because replicas (seeds),
+    not trial-level means, are the independent draws. Non-finite replica values are dropped.
+    """
+    metric, _ = _objective(trials, metric, None)
+    _require_columns(trials, "x", [x])
+    values = _value_columns(trials, metric)
+    groups = _group_columns(trials, by, exclude=x)
+    if not 0 < confidence < 1:
+        raise ValueError(f"`confidence` must satisfy 0 < confidence < 1, but got {confidence}")
+
+    keys = [*groups, x]
+    long = _finished(trials)[[*keys, *values]].melt(
+        id_vars=keys, var_name="_column", value_name="_value"
+    )
+    long = long[np.isfinite(long["_value"].to_numpy(dtype=float))]
+    table = (
+        long.groupby(keys, sort=True, dropna=False)["_value"]
+        .agg(mean="mean", std="std", n="count")
+        .reset_index()
+    )
+    n = table["n"].to_numpy()
+    sem = table["std"].to_numpy() / np.sqrt(n)  # std is NaN for n == 1, so sem is too
+    with np.errstate(invalid="ignore"):
+        half = stats.t.ppf((1 + confidence) / 2, n - 1) * sem
+    half = np.where(n > 1, half, 0.0)  # one value: the interval is the point itself
+    table["sem"] = sem
+    table["ci_low"] = table["mean"] - half
+    table["ci_high"] = table["mean"] + half
+    table["n"] = table["n"].astype("int64")
+    return table[[*keys, *CURVE_COLUMNS]]
+
+
+# --------------------------------------------------------------------------------------------
+# Optimum with uncertainty
+
+
+def optimum(
+    trials: pd.DataFrame,
+    x: str = "sigma_inv",
+    metric: str | None = None,
+    by: Sequence[str] | None = None,
+    bounds: tuple[float, float] | None = None,
+    n_boot: int = 500,
+    seed: int = 0,
+    edge_fraction: float = 0.05,
+    *,
+    mode: str | None = None,
+) -> pd.DataFrame:
+    """Per group, the x that optimises the metric (a LOESS smooth in log x), with a bootstrap CI.
+
+    A smooth of the per-trial means (log metric, for errors) against log x places the optimum more
+    precisely than the single best trial, which is at the mercy of one trial's noise. `fit` says
+    how it was found: "loess" (interior minimum of the smooth), "edge" (at the end of the sampled
+    range: widen the search), or "best" (too few points to smooth).
+    The bootstrap resamples replicas within trials and trials within the group, so the CI covers
+    both seed noise and where the searcher happened to sample. `at_edge` flags an optimum within
+    `edge_fraction` of the searched log-range from either bound: it may lie outside the range,
+    which should then be widened (tuning playbook). Each group draws from its own generator
+    seeded with `seed`, so a group's result does not depend on which other groups are present.
+    """
+    metric, mode = _objective(trials, metric, mode)
+    _require_columns(trials, "x", [x])
+    values = _value_columns(trials, metric)
+    groups = _group_columns(trials, by, exclude=x)
+    if n_boot < 0:
+        raise ValueError(f"`n_boot` must be >= 0, but got {n_boot}")
+    if not 0 <= edge_fraction < 0.5:
+        raise ValueError(
+            f"`edge_fraction` must satisfy 0 <= edge_fraction < 0.5, got {edge_fraction}"
+        )
+    bounds = _search_bounds(trials, x) if bounds is None else _checked_bounds(bounds)
+
+    rows = []
+    for key, part in _iter_groups(_finished(trials), groups):
+        replicas, counts = _compact_replicas(part[values].to_numpy(dtype=float))
+        xs = part[x].to_numpy(dtype=float)[counts > 0]
+        replicas, counts = replicas[counts > 0], counts[counts > 0]
+        if xs.size == 0:
+            continue
+        if (xs <= 0).any():
+            raise ValueError(f"`{x}` must be positive for a fit in log {x}, but got {xs.min()}")
+        fit = _GroupFit(np.log(xs), replicas, counts, mode)
+        u_opt, value, kind = fit.estimate(fit.means)
+        low, high = bounds or (xs.min(), xs.max())
+        ci = fit.bootstrap(n_boot, np.random.default_rng(seed))
+        rows.append(
+            {
+                **key,
+                "x_opt": math.exp(u_opt),
+                "ci_low": ci[0],
+                "ci_high": ci[1],
+                "metric_at_opt": fit.metric_of(value),
+                "n_trials": int(xs.size),
+                "at_edge": _at_edge(u_opt, low, high, edge_fraction),
+                "fit": kind,
+            }
+        )
+    result = pd.DataFrame(rows, columns=[*groups, *OPTIMUM_COLUMNS])
+    return result.astype({"n_trials": "int64", "at_edge": "bool"})
+
+
+class _GroupFit:
+    """One group's per-trial replica values, and the estimator that is bootstrapped over them.
+
+    The estimator works on a "loss" that is lower-is-better: log of an error (its optimum is
+    a parabola in log x for the RBF-like length-scale dependence), an error itself when it can
+    be zero or negative, or the negated metric for mode "max".
+    """
+
+    def __init__(self, u: np.ndarray, replicas: np.ndarray, counts: np.ndarray, mode: str):
+        self.u, self.replicas, self.counts, self.mode = u, replicas, counts, mode
+        finite = replicas[np.isfinite(replicas)]
+        self.log = mode == "min" and bool((finite > 0).all())
+        self.means = np.nansum(replicas, axis=1) / counts
+
+    def loss(self, means: np.ndarray) -> np.ndarray:
+        if self.log:
+            return np.log(means)
+        return means if self.mode == "min" else -means
+
+    def metric_of(self, loss: float) -> float:
+        if self.log:
+            return math.exp(loss)
+        return loss if self.mode == "min" else -loss
+
+    def estimate(
+        self, means: np.ndarray, index: np.ndarray | None = None
+    ) -> tuple[float, float, str]:
+        u = self.u if index is None else self.u[index]
+        return _fit_window(u, self.loss(means))
+
+    def bootstrap(self, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:
+        """2.5/97.5 percentiles of the optimum (in x) over resampled trials and replicas."""
+        if n_boot == 0:
+            return math.nan, math.nan
+        n, width = self.replicas.shape
+        slots = np.arange(width)
+        optima = np.empty(n_boot)
+        for b in range(n_boot):
+            index = rng.integers(0, n, size=n)
+            counts = self.counts[index]
+            # Draw `counts[i]` replicas of trial i with replacement; finite values come first.
+            picks = (rng.random((n, width)) * counts[:, None]).astype(np.int64)
+            draws = self.replicas[index[:, None], picks]
+            means = np.where(slots < counts[:, None], draws, 0.0).sum(axis=1) / counts
+            optima[b] = self.estimate(means, index)[0]
+        low, high = np.percentile(np.exp(optima), [2.5, 97.5])
+        return float(low), float(high)
+
+
+def _fit_window(u: np.ndarray, loss: np.ndarray) -> tuple[float, float, str]:
+    """Minimise a LOESS smooth of the loss over log x; (u at optimum, smoothed loss, kind).
+
+    A local quadratic with tricube weights over the nearest `_SPAN` of the points, evaluated on a
+    grid spanning the sampled range: it follows an asymmetric basin (flat on one side, steep on the
+    other, as test error against σ⁻¹ is) where one global or windowed parabola is pulled off the
+    minimum by the steep side. It never extrapolates: an optimum at the grid's end is "edge".
+    With fewer than `_MIN_WINDOW` distinct points there is nothing to smooth: the best point is it.
+    """
+    best = int(np.argmin(loss))
+    if np.unique(u).size < _MIN_WINDOW:
+        return float(u[best]), float(loss[best]), "best"
+    grid = np.linspace(u.min(), u.max(), _GRID)
+    smooth = _loess(u, loss, grid)
+    k = int(np.nanargmin(smooth))
+    if k in (0, _GRID - 1):
+        return float(grid[k]), float(smooth[k]), "edge"
+    # Refine between grid points: the vertex of the parabola through the three nearest values.
+    y0, y1, y2 = smooth[k - 1 : k + 2]
+    step = grid[1] - grid[0]
+    curvature = y0 - 2 * y1 + y2
+    shift = 0.5 * step * (y0 - y2) / curvature if curvature > 0 else 0.0
+    u_opt = float(grid[k] + shift)
+    return u_opt, float(_loess(u, loss, np.array([u_opt]))[0]), "loess"
+
+
+def _loess(u: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Local quadratic regression of y on u, evaluated at every grid point (vectorised)."""
+    k = min(u.size, max(_MIN_WINDOW, math.ceil(_SPAN * u.size)))
+    dist = np.abs(grid[:, None] - u[None, :])  # [G, n]
+    radius = np.sort(dist, axis=1)[:, k - 1 : k] * 1.0001 + 1e-12
+    w = np.clip(1 - (dist / radius) ** 3, 0, None) ** 3  # tricube
+    d = u[None, :] - grid[:, None]
+    basis = np.stack([np.ones_like(d), d, d * d], axis=-1)  # [G, n, 3]
+    a = np.einsum("gn,gni,gnj->gij", w, basis, basis) + 1e-9 * np.eye(3)
+    b = np.einsum("gn,gni,n->gi", w, basis, y)
+    return np.linalg.solve(a, b[..., None])[:, 0, 0]
+
+
+def _compact_replicas(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's finite values moved to the front (NaN after), and how many there are."""
+    finite = np.isfinite(values)
+    order = np.argsort(~finite, axis=1, kind="stable")
+    compact = np.take_along_axis(np.where(finite, values, np.nan), order, axis=1)
+    return compact, finite.sum(axis=1)
+
+
+def _at_edge(u_opt: float, low: float, high: float, edge_fraction: float) -> bool:
+    log_low, log_high = math.log(low), math.log(high)
+    margin = edge_fraction * (log_high - log_low)
+    return bool(u_opt - log_low <= margin or log_high - u_opt <= margin)
+
+
+def _search_bounds(trials: pd.DataFrame, x: str) -> tuple[float, float] | None:
+    space = (trials.attrs.get("search") or {}).get(x)
+    if not space:
+        return None
+    return _checked_bounds((space["low"], space["high"]))
+
+
+def _checked_bounds(bounds: Sequence[float]) -> tuple[float, float]:
+    low, high = (float(b) for b in bounds)
+    if not 0 < low < high:
+        raise ValueError(f"`bounds` must satisfy 0 < low < high, but got (low={low}, high={high})")
+    return low, high
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and selection shared by the functions above
+
+
+def _objective(trials: pd.DataFrame, metric: str | None, mode: str | None) -> tuple[str, str]:
+    """The metric and mode to use: the sweep's objective unless the caller names another."""
+    objective = trials.attrs.get("objective_metric")
+    if metric is None:
+        if objective is None:
+            raise ValueError(
+                "`metric` must be given when the trials carry no objective_metric in attrs, "
+                "but got None"
+            )
+        metric = objective
+    if mode is None:
+        mode = (trials.attrs.get("objective_mode") if metric == objective else None) or "min"
+    if mode not in ("min", "max"):
+        raise ValueError(f"`mode` must be 'min' or 'max', but got {mode!r}")
+    return metric, mode
+
+
+def _require_columns(trials: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
+    for column in columns:
+        if column not in trials.columns:
+            raise ValueError(
+                f"`{name}` must be a column of the trials, but got {column!r} "
+                f"(columns: {', '.join(map(str, trials.columns))})"
+            )
+
+
+def _value_columns(trials: pd.DataFrame, metric: str) -> list[str]:
+    """The per-replica columns of a metric, else its plain (mean) column."""
+    replicas = [
+        (parsed[1], str(c))
+        for c in trials.columns
+        if (parsed := cv.parse_replica_metric(str(c))) is not None and parsed[0] == metric
+    ]
+    if replicas:
+        return [c for _, c in sorted(replicas)]
+    _require_columns(trials, "metric", [metric])
+    return [metric]
+
+
+def _group_columns(
+    trials: pd.DataFrame, by: str | Sequence[str] | None, exclude: str | None = None
+) -> list[str]:
+    """Grouping columns: the sweep's axes by default (minus the curve's own x)."""
+    if by is None:
+        columns = [c for c in trials.attrs.get("axes") or [] if c != exclude]
+    else:
+        columns = [by] if isinstance(by, str) else list(by)
+        if exclude is not None and exclude in columns:
+            raise ValueError(f"`by` must not contain the x column {exclude!r}, but got {columns}")
+    _require_columns(trials, "by", columns)
+    return columns
+
+
+def _iter_groups(
+    frame: pd.DataFrame, groups: list[str]
+) -> Iterator[tuple[dict[str, Any], pd.DataFrame]]:
+    if not groups:
+        yield {}, frame
+        return
+    for key, part in frame.groupby(groups, sort=True, dropna=False):
+        yield dict(zip(groups, key, strict=True)), part
+
+
+def _finished(trials: pd.DataFrame) -> pd.DataFrame:
+    _require_columns(trials, "status", ["status"])
+    return trials[trials["status"] == _FINISHED]
+
+
+def _config_columns(trials: pd.DataFrame) -> list[str]:
+    """Config keys: recorded by `load_trials`; for a hand-built frame, all non-metric columns."""
+    recorded = trials.attrs.get("config_columns")
+    if recorded is not None:
+        return [c for c in recorded if c in trials.columns]
+    metrics = set(trials.attrs.get("metrics") or [])
+    return [
+        str(c)
+        for c in trials.columns
+        if c not in BASE_COLUMNS and c not in metrics and cv.parse_replica_metric(str(c)) is None
+    ]
+
+
+def _unique(items: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(items))

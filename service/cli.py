@@ -1,0 +1,293 @@
+"""`smoothsweep`: the command line. It parses arguments and delegates; nothing else lives here.
+
+User errors (`SweepError`, bad config values) become one line on stderr and exit 2 (usage) or 1
+(runtime), without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from service.errors import SpecError, SweepError
+
+FORMATS = ("table", "json", "csv")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SweepError as exc:
+        return fail(str(exc), exc.exit_code)
+    except ValueError as exc:  # config rule broken (trainables' ConfigError), bad column, ...
+        return fail(str(exc), 2)
+    except KeyError as exc:  # unknown experiment
+        return fail(str(exc).strip('"'), 2)
+
+
+def fail(message: str, code: int) -> int:
+    print(
+        f"smoothsweep: error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr
+    )
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smoothsweep", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("experiments", help="list the experiments and their config fields")
+    _format(s)
+    s.set_defaults(func=cmd_experiments)
+
+    s = sub.add_parser("train", help="one run of an experiment in this process (no Ray, no MLflow)")
+    s.add_argument("experiment")
+    _overrides(s)
+    s.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when visible)")
+    _format(s, ("table", "json"))
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("run", help="run a sweep from a spec (a YAML path or a shipped spec name)")
+    s.add_argument("spec")
+    s.add_argument("--profile", help="a profile defined in the spec, e.g. smoke")
+    _overrides(s)
+    s.add_argument("--name", help="sweep name (default: spec name + timestamp)")
+    _location(s)
+    s.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    s.add_argument("--out", help="curve PNG (default: <storage>/<name>/curve.png)")
+    s.add_argument("--top", type=int, default=1, help="best configs to print per cell")
+    _format(s)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("resume", help="continue an interrupted sweep")
+    s.add_argument("sweep")
+    _location(s)
+    s.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    s.add_argument("--out", help="curve PNG (default: <storage>/<name>/curve.png)")
+    _format(s)
+    s.set_defaults(func=cmd_resume)
+
+    s = sub.add_parser("best", help="the best configs of a sweep, per cell")
+    s.add_argument("sweep")
+    s.add_argument("--top", type=int, default=1)
+    s.add_argument("--metric", help="default: the sweep's objective")
+    s.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+    _format(s)
+    s.set_defaults(func=cmd_best)
+
+    s = sub.add_parser("curves", help="test error against the length scale, with the optimum")
+    s.add_argument("sweep")
+    s.add_argument("--x", help="parameter on the x axis (default: sigma_inv or length_scale)")
+    s.add_argument("--by", nargs="*", help="group columns (default: the sweep's axes)")
+    s.add_argument("--metric", help="default: the sweep's objective")
+    s.add_argument("--out", default=None, help="PNG path (default: <sweep>-curve.png)")
+    s.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+    _format(s)
+    s.set_defaults(func=cmd_curves)
+
+    s = sub.add_parser("ui", help="open the MLflow UI on the tracking store")
+    s.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=5000)
+    s.set_defaults(func=cmd_ui)
+    return p
+
+
+def _format(s: argparse.ArgumentParser, choices: Sequence[str] = FORMATS) -> None:
+    s.add_argument("--format", choices=choices, default="table")
+
+
+def _overrides(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a value (YAML)"
+    )
+
+
+def _location(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+    s.add_argument(
+        "--storage", default="sweeps", help="Ray Tune state directory (default: ./sweeps)"
+    )
+
+
+def emit(frame: pd.DataFrame, fmt: str) -> None:
+    if fmt == "json":
+        print(frame.to_json(orient="records", indent=2))
+    elif fmt == "csv":
+        print(frame.to_csv(index=False), end="")
+    else:
+        with pd.option_context("display.max_columns", 50, "display.width", 200):
+            print(frame.to_string(index=False) if not frame.empty else "(none)")
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    import trainables
+
+    rows = []
+    for name in sorted(trainables.REGISTRY):
+        module = trainables.load(name)
+        rows.append(
+            {
+                "experiment": name,
+                "objective": module.Config.objective,
+                "summary": (module.__doc__ or "").strip().splitlines()[0],
+                "fields": module.Config.describe()
+                if args.format == "json"
+                else len(module.Config.describe()),
+            }
+        )
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        emit(pd.DataFrame(rows), args.format)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import trainables
+    from trainables.config import parse_override
+
+    module = trainables.load(args.experiment)
+    config = dict(parse_override(s) for s in args.set)
+    module.Config.from_mapping(config)  # fail on a bad key before any compute
+
+    def report(step: int, metrics: Mapping[str, Any]) -> bool:
+        shown = " ".join(
+            f"{k}={v:.4g}" for k, v in metrics.items() if "/" not in k and isinstance(v, float)
+        )
+        print(f"step {step}: {shown}", file=sys.stderr, flush=True)
+        return False
+
+    metrics = module.run(config, report, device=args.device)
+    if args.format == "json":
+        print(json.dumps(metrics, indent=2))
+    else:
+        emit(pd.DataFrame([{k: v for k, v in metrics.items() if "/" not in k}]), "table")
+    return 1 if metrics.get("diverged") else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from service.spec import load_spec
+    from service.sweep import default_name, run_sweep
+
+    spec = load_spec(args.spec, args.profile, args.set)
+    name = args.name or default_name(spec)
+    _check_address(args)
+    print(
+        f"sweep {name}: {spec.experiment}, "
+        f"{len(spec.cells())} cell(s) x {spec.trials_per_cell} trials",
+        flush=True,
+    )
+    result = run_sweep(
+        spec, name=name, tracking_uri=args.tracking_uri, storage=args.storage, address=args.address
+    )
+    return _finish(result, args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from service.sweep import resume_sweep
+
+    _check_address(args)
+    result = resume_sweep(
+        args.sweep, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address
+    )
+    args.top = 1
+    return _finish(result, args)
+
+
+def _check_address(args: argparse.Namespace) -> None:
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if args.address and (not uri or uri.startswith(("sqlite:", "file:", "/", "."))):
+        raise SpecError(
+            "a cluster sweep needs a tracking server its driver can reach: pass --tracking-uri "
+            "http://HOST:PORT (a local file is not shared across nodes)"
+        )
+
+
+def _finish(result: Any, args: argparse.Namespace) -> int:
+    from service import report
+
+    out = args.out or str(result.storage / "curve.png")
+    summary = report.summarise(result.name, result.tracking_uri, out=out, top=args.top)
+    print(
+        f"\nsweep {result.name}: {result.num_trials} trials ({result.num_errors} errored); "
+        f"tracking {result.tracking_uri}"
+    )
+    print("best configuration(s):")
+    emit(_best_view(summary.best), args.format)
+    if summary.optimum is not None:
+        print("optimum length scale:")
+        emit(summary.optimum, args.format)
+        print(f"curve: {summary.png}")
+    print(f"resume: smoothsweep resume {result.name} --storage {result.storage.parent}")
+    return 1 if result.num_errors else 0
+
+
+def _best_view(best: pd.DataFrame) -> pd.DataFrame:
+    drop = [c for c in best.columns if "/" in c]
+    return best.drop(columns=drop)
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from service import analysis
+    from service.tracking import resolve_tracking_uri
+
+    trials = analysis.load_trials(args.sweep, resolve_tracking_uri(args.tracking_uri))
+    axes = list(trials.attrs.get("axes", []))
+    best = analysis.best_configs(trials, metric=args.metric, by=axes or None, top=args.top)
+    emit(_best_view(best), args.format)
+    return 0
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    from service import report
+    from service.tracking import resolve_tracking_uri
+
+    out = args.out or f"{args.sweep}-curve.png"
+    summary = report.summarise(
+        args.sweep,
+        resolve_tracking_uri(args.tracking_uri),
+        out=out,
+        x=args.x,
+        by=args.by,
+        metric=args.metric,
+    )
+    if summary.optimum is None:
+        raise SpecError(f"sweep {args.sweep!r} has no finished trials with a length scale to plot")
+    emit(summary.optimum, args.format)
+    print(f"curve: {summary.png}", file=sys.stderr)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from service.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    cmd = [
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    print(" ".join(cmd), file=sys.stderr)
+    os.execvp(cmd[0], cmd)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Names shared by the writer (`tracking`) and the reader (`analysis`) of MLflow runs.
+
+One MLflow experiment per sweep (named after the sweep); in it one parent run for the sweep and one
+child run per trial. Everything the analysis needs is recoverable from these tags, so a sweep can be
+analysed from the tracking server alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+PREFIX = "smoothsweep."
+
+ROLE = PREFIX + "role"  # "sweep" on the parent run, "trial" on each child run
+ROLE_SWEEP = "sweep"
+ROLE_TRIAL = "trial"
+PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag: nests child runs in the UI
+
+SWEEP = PREFIX + "sweep"  # sweep name (also the MLflow experiment name)
+EXPERIMENT = PREFIX + "experiment"  # trainable name, e.g. "sinusoid"
+SPEC_SHA256 = PREFIX + "spec_sha256"  # hash of the resolved spec (after profile and overrides)
+GIT_SHA = PREFIX + "git_sha"  # code version; "unknown" outside a git checkout
+CODE_VERSION = PREFIX + "code_version"  # package version
+OBJECTIVE_METRIC = PREFIX + "objective_metric"
+OBJECTIVE_MODE = PREFIX + "objective_mode"
+AXES = PREFIX + "axes"  # JSON list of axis names, e.g. ["width"]
+SEARCH = (
+    PREFIX + "search"
+)  # JSON {name: {"low": .., "high": .., "log": ..}} of searched floats/ints
+
+TRIAL_ID = PREFIX + "trial_id"  # Ray Tune trial id: the key that makes logging restore-safe
+CELL = PREFIX + "cell"  # axis cell of the trial, e.g. "width=1000"
+CONFIG = PREFIX + "config"  # JSON of the trial's full config, with types
+SEED = PREFIX + "seed"  # first seed
+SEEDS = PREFIX + "seeds"  # all replica seeds, comma separated
+FAILURE_REASON = PREFIX + "failure_reason"  # why a FAILED/KILLED trial ended
+
+SPEC_ARTIFACT = "spec.json"  # the resolved spec, on the parent run
+
+# Reported by every trainable at its final step: 1.0 when training stopped on a non-finite loss.
+DIVERGED = "diverged"
+
+
+def replica_metric(metric: str, replica: int) -> str:
+    """Name of one replica's value of a metric: the plain name holds the mean over replicas."""
+    return f"{metric}/r{replica}"
+
+
+def parse_replica_metric(name: str) -> tuple[str, int] | None:
+    """Inverse of `replica_metric`; None for a plain (mean) metric name."""
+    base, sep, tail = name.rpartition("/r")
+    if not sep or not tail.isdigit():
+        return None
+    return base, int(tail)
+
+
+def cell_label(cell: Mapping[str, Any]) -> str:
+    """A stable, readable label of an axis cell: 'entanglement=9.42,width=64'."""
+    return ",".join(f"{k}={cell[k]}" for k in sorted(cell)) or "all"
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON used for tags and hashes: sorted keys, no spaces."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

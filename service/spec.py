@@ -1,0 +1,287 @@
+"""The sweep spec: YAML with `fixed`, `axes` and `search`, validated into a `Spec`.
+
+- `fixed`: config values every trial shares.
+- `axes`: values swept exhaustively; every combination is a *cell* (the curves' groups, e.g. width).
+- `search`: parameters Optuna optimises inside each cell (σ⁻¹, lr, λ), one study per cell, so that
+  every cell gets dense coverage instead of one study chasing the easiest cell.
+
+Profiles (`smoke`, `paper`) are partial specs merged over the base. Every error names the field, the
+rule and the value, and is raised as a one-line `SpecError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+import trainables
+from service.conventions import cell_label, dumps
+from service.errors import SpecError
+from trainables.config import ConfigError, parse_override
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SearchParam(_Strict):
+    """One searched parameter: a float or int range (optionally log-uniform) or a set of choices."""
+
+    type: Literal["float", "int", "categorical"] = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty `choices` list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs `low` and `high`")
+        if not self.low < self.high:
+            raise ValueError(f"`low < high` must hold, but got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"`low > 0` must hold when log is true, but got low={self.low}")
+        return self
+
+    def distribution(self) -> Any:
+        import optuna
+
+        if self.type == "categorical":
+            return optuna.distributions.CategoricalDistribution(self.choices)
+        if self.type == "int":
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log)
+        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log)
+
+    def example(self) -> Any:
+        """A value inside the range, used to type-check the space against the Config."""
+        if self.type == "categorical":
+            return self.choices[0]
+        return int(self.low) if self.type == "int" else float(self.low)
+
+
+class Objective(_Strict):
+    metric: str
+    mode: Literal["min", "max"]
+
+
+class Asha(_Strict):
+    """Asynchronous successive halving over reports (each evaluation is one report)."""
+
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+    max_t: int | None = Field(None, ge=1)
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _whole_gpus(self) -> Resources:
+        if self.gpu > 1 and not float(self.gpu).is_integer():
+            raise ValueError(f"`gpu` above 1 must be a whole number, but got {self.gpu}")
+        return self
+
+
+class Spec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    experiment: str
+    description: str = ""
+    objective: Objective
+    fixed: dict[str, Any] = {}
+    axes: dict[str, list[Any]] = {}
+    search: dict[str, SearchParam] = {}
+    trials_per_cell: int = Field(8, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    sampler: Literal["tpe", "cmaes", "qmc", "random"] = "tpe"
+    seed: int = 0
+    asha: Asha | None = None
+    resources: Resources = Resources()
+    max_failures: int = Field(0, ge=0)
+    profiles: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="after")
+    def _check_against_config(self) -> Spec:
+        if self.experiment not in trainables.REGISTRY:
+            raise ValueError(
+                f"unknown experiment {self.experiment!r}; known: {sorted(trainables.REGISTRY)}"
+            )
+        for axis, values in self.axes.items():
+            if not values:
+                raise ValueError(f"axis `{axis}` needs at least one value")
+        config = trainables.load(self.experiment).Config
+        fields = {f.name for f in dataclasses.fields(config)}
+        for role in ("fixed", "axes", "search"):
+            unknown = sorted(set(getattr(self, role)) - fields)
+            if unknown:
+                raise ValueError(
+                    f"{role} keys {unknown} are not fields of {self.experiment}'s Config "
+                    f"(see `smoothsweep experiments`)"
+                )
+        roles = {"fixed": set(self.fixed), "axes": set(self.axes), "search": set(self.search)}
+        for (a, ka), (b, kb) in itertools.combinations(roles.items(), 2):
+            if ka & kb:
+                raise ValueError(f"keys {sorted(ka & kb)} appear in both `{a}` and `{b}`")
+        try:
+            for cell in self.cells():
+                config.from_mapping(self.trial_config(cell, self._examples()))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def _examples(self) -> dict[str, Any]:
+        return {k: p.example() for k, p in self.search.items()}
+
+    def cells(self) -> list[dict[str, Any]]:
+        """Every combination of axis values, in a stable order."""
+        names = sorted(self.axes)
+        return [
+            dict(zip(names, values)) for values in itertools.product(*(self.axes[n] for n in names))
+        ]
+
+    def trial_config(self, cell: Mapping[str, Any], suggested: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self.fixed, **cell, **suggested}
+
+    @property
+    def num_trials(self) -> int:
+        return len(self.cells()) * self.trials_per_cell
+
+    def cell_labels(self) -> list[str]:
+        return [cell_label(c) for c in self.cells()]
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec as run: profiles already applied, so they are dropped."""
+        return self.model_dump(mode="json", exclude={"profiles"})
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(dumps(self.resolved()).encode()).hexdigest()
+
+    def search_bounds(self) -> dict[str, dict[str, Any]]:
+        return {
+            k: {"low": p.low, "high": p.high, "log": p.log}
+            for k, p in self.search.items()
+            if p.type != "categorical"
+        }
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def shipped_specs() -> dict[str, Path]:
+    """Specs shipped in the `search_spaces` package: name -> path."""
+    root = resources.files("search_spaces")
+    return {
+        p.name.removesuffix(".yaml"): Path(str(p))
+        for p in root.iterdir()
+        if p.name.endswith(".yaml")
+    }
+
+
+def resolve_path(spec: str | Path) -> Path:
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = shipped_specs()
+    if str(spec) in shipped:
+        return shipped[str(spec)]
+    raise SpecError(
+        f"spec {str(spec)!r} is neither a file nor a shipped spec; shipped: {sorted(shipped)}"
+    )
+
+
+def load_spec(
+    spec: str | Path | Mapping[str, Any],
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+) -> Spec:
+    """Read (YAML, safe loader), apply a profile and `key=value` overrides, validate."""
+    source = "spec"
+    if isinstance(spec, Mapping):
+        raw = copy.deepcopy(dict(spec))
+    else:
+        path = resolve_path(spec)
+        source = path.name
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise SpecError(f"{source}: not valid YAML{where}: fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a spec must be a YAML mapping, but got {type(raw).__name__}")
+    if profile is not None:
+        profiles = raw.get("profiles") or {}
+        if profile not in profiles:
+            raise SpecError(
+                f"{source}: unknown profile {profile!r}; the spec defines {sorted(profiles)}"
+            )
+        raw = deep_merge(raw, profiles[profile])
+    raw = apply_overrides(raw, overrides, source)
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{source}: {describe_error(exc)}") from None
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+SPEC_KEYS = {"name", "trials_per_cell", "max_concurrent", "sampler", "seed", "max_failures"}
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], source: str) -> dict[str, Any]:
+    """`--set k=v`: a spec-level key (trials_per_cell, ...) or a config field.
+
+    A config field set this way is pinned: it moves to `fixed` and leaves `axes` and `search`,
+    which is what a user narrowing a sweep down to one value means.
+    """
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        try:
+            key, value = parse_override(text)
+        except ConfigError as exc:
+            raise SpecError(f"{source}: {exc}") from None
+        if key in SPEC_KEYS:
+            out[key] = value
+            continue
+        for role in ("axes", "search"):
+            if isinstance(out.get(role), dict):
+                out[role].pop(key, None)
+        out.setdefault("fixed", {})
+        if not isinstance(out["fixed"], dict):
+            raise SpecError(f"{source}: `fixed` must be a mapping, but got {out['fixed']!r}")
+        out["fixed"][key] = value
+    return out
+
+
+def describe_error(exc: ValidationError) -> str:
+    """The first pydantic error as one line: `field.path`: message (got value)."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    where = f"`{loc}`: " if loc else ""
+    got = err.get("input")
+    shown = "" if not loc or isinstance(got, dict) else f" (got {got!r})"
+    more = f" [+{exc.error_count() - 1} more]" if exc.error_count() > 1 else ""
+    return f"{where}{msg}{shown}{more}".replace("\n", " ")

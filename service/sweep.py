@@ -1,0 +1,408 @@
+"""Build and run a sweep: Ray Tune trials, one Optuna study per axis cell, MLflow on the driver.
+
+`run_sweep` turns a validated `Spec` into a `Tuner` whose searcher is `StratifiedOptuna` (an
+`OptunaSearch` per cell behind one concurrency limit), whose trials are the experiment's `run`
+adapted to `tune.report`, and whose callbacks log to MLflow. `resume_sweep` restores the Tuner from
+its storage path with the searcher's state; MLflow ends up with every trial exactly once.
+
+`ray.init` happens here, in the entry point, never at import.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.search import Searcher
+
+from service import conventions as cv
+from service.errors import ClusterError, SpecError, SweepError
+from service.spec import Spec
+from service.tracking import MlflowTracker, SweepRecord, git_sha, resolve_tracking_uri
+
+METADATA = "smoothsweep.json"  # beside Ray's state: what `resume` needs to rebuild the Tuner
+DEFAULT_STORAGE = "sweeps"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    name: str
+    tracking_uri: str
+    storage: Path
+    parent_run_id: str
+    num_trials: int
+    num_errors: int
+
+
+# --- the trainable --------------------------------------------------------------------------------
+
+
+class TuneReporter:
+    """Adapts the trainables' `report(step, metrics)` to `ray.tune.report`.
+
+    A diverged trial reports its objective as the worst possible value: Optuna then learns that the
+    region is bad (a failed trial would be ignored by TPE), and MLflow still marks the run FAILED.
+    """
+
+    def __init__(self, metric: str, mode: str) -> None:
+        self.metric = metric
+        self.worst = math.inf if mode == "min" else -math.inf
+
+    def __call__(self, step: int, metrics: Mapping[str, Any]) -> bool:
+        from ray import tune
+
+        out = dict(metrics)
+        out["step"] = step
+        value = out.get(self.metric)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            out[self.metric] = self.worst
+        tune.report(out)
+        return False  # Tune stops a trial itself (scheduler decisions end the function)
+
+
+def run_trial(config: dict[str, Any], experiment: str, metric: str, mode: str) -> None:
+    """The function trainable: one trial, all its replicas, on the device Ray assigned."""
+    import ray
+    import torch
+
+    import trainables
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    trainables.load(experiment).run(config, TuneReporter(metric, mode))
+
+
+# --- search: one Optuna study per cell ------------------------------------------------------------
+
+
+def make_sampler(kind: str, seed: int) -> Any:
+    import optuna
+
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }
+    return samplers[kind]()
+
+
+class StratifiedOptuna(Searcher):
+    """An OptunaSearch per axis cell; cells take turns so every cell fills at the same pace.
+
+    Each suggestion is the full trial config: fixed values, the cell's axis values, and what that
+    cell's study asks for. The state (all studies, who asked what) pickles with the searcher, which
+    is how `Tuner.restore` resumes the studies where they were.
+    """
+
+    def __init__(self, spec: Spec) -> None:
+        from ray.tune.search.optuna import OptunaSearch
+
+        metric, mode = spec.objective.metric, spec.objective.mode
+        super().__init__(metric=metric, mode=mode)
+        self.fixed = dict(spec.fixed)
+        self.cells = spec.cells()
+        self.quota = spec.trials_per_cell
+        space = {k: p.distribution() for k, p in spec.search.items()}
+        self.studies = [
+            OptunaSearch(
+                space=space,
+                metric=metric,
+                mode=mode,
+                sampler=make_sampler(spec.sampler, spec.seed + i),
+            )
+            if space
+            else None
+            for i in range(len(self.cells))
+        ]
+        self.asked = [0] * len(self.cells)
+        self.cell_of_trial: dict[str, int] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if trial_id in self.cell_of_trial:
+            i = self.cell_of_trial[trial_id]
+        else:
+            open_cells = [i for i, n in enumerate(self.asked) if n < self.quota]
+            if not open_cells:
+                return self.FINISHED
+            i = min(open_cells, key=lambda c: (self.asked[c], c))
+            self.asked[i] += 1
+            self.cell_of_trial[trial_id] = i
+        study = self.studies[i]
+        suggested = study.suggest(trial_id) if study is not None else {}
+        return {**self.fixed, **self.cells[i], **suggested}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        study = self._study(trial_id)
+        if study is not None:
+            study.on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        study = self._study(trial_id)
+        if study is not None:
+            study.on_trial_complete(trial_id, result, error)
+
+    def _study(self, trial_id: str) -> Any:
+        i = self.cell_of_trial.get(trial_id)
+        return None if i is None else self.studies[i]
+
+    def save(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+# --- running --------------------------------------------------------------------------------------
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Local Ray by default (no dashboard, quiet); `address` connects to a running cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Tune writes CSV/JSON/TensorBoard logs per trial by default; MLflow is our record.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # resume loses at most ~2 s of state
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ResultGrid looks for per-trial result files that we deliberately do not write.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClusterError(
+            f"could not start or reach Ray at {address or 'local'}: {first[:200]}"
+        ) from None
+
+
+def _sweep_dir(storage: str | Path, name: str) -> Path:
+    return Path(storage).resolve() / name
+
+
+def default_name(spec: Spec) -> str:
+    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_sweep(
+    spec: Spec,
+    *,
+    name: str | None = None,
+    tracking_uri: str | None = None,
+    storage: str | Path = DEFAULT_STORAGE,
+    address: str | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Run a sweep to the end (or until interrupted; `resume_sweep` continues it)."""
+    name = name or default_name(spec)
+    uri = resolve_tracking_uri(tracking_uri)
+    root = _sweep_dir(storage, name)
+    if (root / METADATA).exists():
+        raise SpecError(
+            f"sweep {name!r} already exists in {root.parent}; resume it with "
+            f"`smoothsweep resume {name}` or pick another --name"
+        )
+    record = SweepRecord(uri, name).open(_sweep_tags(spec), json.dumps(spec.resolved(), indent=2))
+    root.mkdir(parents=True, exist_ok=True)
+    meta = {"name": name, "tracking_uri": uri, "spec": spec.resolved(), "spec_sha256": spec.sha256}
+    (root / METADATA).write_text(json.dumps(meta, indent=2))
+    start_ray(address)
+    tuner = _build_tuner(spec, name, root.parent, record, progress)
+    return _fit(tuner, spec, name, uri, root, record)
+
+
+def resume_sweep(
+    name: str,
+    *,
+    storage: str | Path = DEFAULT_STORAGE,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Continue an interrupted sweep from its Ray Tune state, with the searcher's studies."""
+    from ray import tune
+
+    root = _sweep_dir(storage, name)
+    if not (root / METADATA).exists():
+        raise ClusterError(f"no sweep {name!r} under {root.parent}; pass the --storage it ran with")
+    meta = json.loads((root / METADATA).read_text())
+    spec = Spec.model_validate(meta["spec"])
+    uri = tracking_uri or meta["tracking_uri"]
+    record = SweepRecord(uri, name).open(_sweep_tags(spec))
+    start_ray(address)
+    if not tune.Tuner.can_restore(str(root)):
+        raise ClusterError(
+            f"sweep {name!r} has no Ray Tune state in {root} yet; run it again instead"
+        )
+    tuner = tune.Tuner.restore(
+        str(root),
+        trainable=_trainable(spec),
+        resume_unfinished=True,
+        resume_errored=True,
+        _resume_config=None,
+    )
+    # Callbacks are not part of the saved state: attach fresh ones that find the existing runs.
+    tuner._local_tuner._run_config.callbacks = _callbacks(spec, record, progress)
+    return _fit(tuner, spec, name, uri, root, record)
+
+
+def _trainable(spec: Spec) -> Any:
+    from ray import tune
+
+    fn = tune.with_parameters(
+        run_trial,
+        experiment=spec.experiment,
+        metric=spec.objective.metric,
+        mode=spec.objective.mode,
+    )
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    return tune.with_resources(fn, resources)
+
+
+def _callbacks(spec: Spec, record: SweepRecord, progress: bool) -> list[Any]:
+    tracker = MlflowTracker(record, _sweep_tags(spec), seeds_of=_seeds_of, cell_of=_cell_of(spec))
+    return [tracker, Progress(spec)] if progress else [tracker]
+
+
+def _build_tuner(spec: Spec, name: str, storage: Path, record: SweepRecord, progress: bool) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    scheduler = None
+    if spec.asha is not None:
+        scheduler = ASHAScheduler(
+            max_t=spec.asha.max_t or 10**9,
+            grace_period=spec.asha.grace_period,
+            reduction_factor=spec.asha.reduction_factor,
+        )
+    search = ConcurrencyLimiter(StratifiedOptuna(spec), max_concurrent=spec.max_concurrent)
+    return tune.Tuner(
+        _trainable(spec),
+        tune_config=tune.TuneConfig(
+            metric=spec.objective.metric,
+            mode=spec.objective.mode,
+            search_alg=search,
+            scheduler=scheduler,
+            num_samples=spec.num_trials,
+            reuse_actors=True,  # a fresh worker per trial pays the torch import (2-3 s) each time
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            callbacks=_callbacks(spec, record, progress),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            # Ray stages its state on the driver and copies it to storage every 300 s by default;
+            # a driver killed in between would resume from minutes ago.
+            sync_config=tune.SyncConfig(sync_period=1),
+            verbose=0,
+        ),
+    )
+
+
+def _fit(
+    tuner: Any, spec: Spec, name: str, uri: str, root: Path, record: SweepRecord
+) -> SweepResult:
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:
+        record.close("KILLED")
+        raise SweepError(
+            f"sweep {name!r} interrupted; continue it with `smoothsweep resume {name}`"
+        ) from None
+    errors = sum(1 for r in results if r.error is not None)
+    record.close("FINISHED" if not errors else "FAILED")
+    return SweepResult(name, uri, root, record.parent_run_id, len(results), errors)
+
+
+def _sweep_tags(spec: Spec) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        code_version = version("smoothsweep")
+    except PackageNotFoundError:
+        code_version = "unknown"
+    return {
+        cv.EXPERIMENT: spec.experiment,
+        cv.SPEC_SHA256: spec.sha256,
+        cv.GIT_SHA: git_sha(),
+        cv.CODE_VERSION: code_version,
+        cv.OBJECTIVE_METRIC: spec.objective.metric,
+        cv.OBJECTIVE_MODE: spec.objective.mode,
+        cv.AXES: json.dumps(sorted(spec.axes)),
+        cv.SEARCH: json.dumps(spec.search_bounds()),
+    }
+
+
+def _seeds_of(config: Mapping[str, Any]) -> list[int]:
+    seed, replicas = int(config.get("seed", 0)), int(config.get("replicas", 1))
+    return [seed + r for r in range(replicas)]
+
+
+class _CellOf:
+    def __init__(self, axes: list[str]) -> None:
+        self.axes = axes
+
+    def __call__(self, config: Mapping[str, Any]) -> str:
+        return cv.cell_label({a: config[a] for a in self.axes if a in config})
+
+
+def _cell_of(spec: Spec) -> _CellOf:
+    return _CellOf(sorted(spec.axes))
+
+
+class Progress(Callback):
+    """Prints one line per finished trial: how many are done and the best so far."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.metric, self.mode = spec.objective.metric, spec.objective.mode
+        self.total = spec.num_trials
+        self.done = 0
+        self.best: tuple[float, str] | None = None
+        self.start = time.monotonic()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, "diverged" if (trial.last_result or {}).get(cv.DIVERGED) else "")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, "error")
+
+    def _finish(self, trial: Any, note: str) -> None:
+        self.done += 1
+        value = (trial.last_result or {}).get(self.metric)
+        better = (lambda a, b: a < b) if self.mode == "min" else (lambda a, b: a > b)
+        if not note and isinstance(value, (int, float)) and math.isfinite(value):
+            if self.best is None or better(value, self.best[0]):
+                self.best = (value, trial.trial_id)
+        shown = f"{value:.4g}" if isinstance(value, (int, float)) else "-"
+        best = f"{self.best[0]:.4g} ({self.best[1]})" if self.best else "-"
+        elapsed = time.monotonic() - self.start
+        print(
+            f"[{self.done}/{self.total} trials, {elapsed:.0f}s] {trial.trial_id} "
+            f"{self.metric}={shown}{' ' + note if note else ''} | best {best}",
+            flush=True,
+        )

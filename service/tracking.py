@@ -1,0 +1,382 @@
+"""Driver-side MLflow logging: one writer per sweep, restore-safe and batched.
+
+Trials never talk to MLflow. The driver's `MlflowTracker` (a Ray Tune callback) owns an experiment
+per sweep, a parent run for the sweep and one child run per trial, found again by its trial-id tag
+after a resume, so a resumed sweep never opens a second run for a trial. Metrics are buffered and
+sent with `log_batch` (Ray's stock callback pays one SQLite transaction per metric), and every run
+ends FINISHED, FAILED or KILLED.
+
+Library code never sets global MLflow state: the tracking URI is passed in explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
+
+from service import conventions as cv
+from service.errors import TrackingError
+
+T = TypeVar("T")
+
+DEFAULT_DB = "mlflow.db"
+MAX_BATCH = 900  # MLflow accepts 1000 metrics per log_batch call
+FLUSH_EVERY_S = 2.0
+NOT_METRICS = set(AUTO_RESULT_KEYS) | {
+    "step",
+    "done",
+    "trial_id",
+    "experiment_tag",
+    "failure_reason",
+}
+LOGGED_STEP = cv.PREFIX + "logged_step"  # last step flushed: a restarted trial skips up to it
+
+
+def default_tracking_uri(root: str | Path = ".") -> str:
+    """The embedded default: a SQLite file in the working directory."""
+    return f"sqlite:///{(Path(root) / DEFAULT_DB).resolve()}"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def local_artifact_root(tracking_uri: str) -> str | None:
+    """Artifacts beside a SQLite store (`mlartifacts/`); a server chooses its own."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (db.parent / "mlartifacts").resolve().as_uri()
+
+
+def git_sha() -> str:
+    """The code version: the checkout's commit (with '-dirty' for local changes) or 'unknown'."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+
+
+def with_retry(call: Callable[[], T], what: str, uri: str, tries: int = 4) -> T:
+    """Retry transient tracking failures (a restarting server, a locked SQLite file)."""
+    delay = 0.5
+    for attempt in range(tries):
+        try:
+            return call()
+        except Exception as exc:  # MLflow raises many types; all are "could not write"
+            if attempt == tries - 1:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise TrackingError(
+                    f"tracking server {uri} failed to {what}: {first[:200]} "
+                    f"(is it running and reachable? pass --tracking-uri)"
+                ) from None
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+class SweepRecord:
+    """The sweep's MLflow experiment and parent run: created once, from the driver, before trials.
+
+    Creating the store here (not in workers) matters: processes opening a fresh SQLite file at once
+    race in its schema migration.
+    """
+
+    def __init__(self, tracking_uri: str, sweep: str) -> None:
+        self.uri = tracking_uri
+        self.sweep = sweep
+        self.client = MlflowClient(tracking_uri)
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+
+    def open(self, tags: Mapping[str, str], spec_json: str | None = None) -> SweepRecord:
+        """Find or create the experiment and the parent run (idempotent: resume calls it too)."""
+        exp = with_retry(lambda: self.client.get_experiment_by_name(self.sweep), "read", self.uri)
+        if exp is None:
+            self.experiment_id = with_retry(
+                lambda: self.client.create_experiment(
+                    self.sweep, artifact_location=_experiment_artifacts(self.uri, self.sweep)
+                ),
+                "create the experiment",
+                self.uri,
+            )
+        else:
+            self.experiment_id = exp.experiment_id
+        parents = self._search(f"tags.`{cv.ROLE}` = '{cv.ROLE_SWEEP}'")
+        if parents:
+            self.parent_run_id = parents[0].info.run_id
+            if parents[0].info.status != "RUNNING":
+                with_retry(
+                    lambda: self.client.update_run(self.parent_run_id, status="RUNNING"),
+                    "reopen the sweep run",
+                    self.uri,
+                )
+        else:
+            run = with_retry(
+                lambda: self.client.create_run(
+                    self.experiment_id,
+                    run_name=self.sweep,
+                    tags={**tags, cv.ROLE: cv.ROLE_SWEEP, cv.SWEEP: self.sweep},
+                ),
+                "create the sweep run",
+                self.uri,
+            )
+            self.parent_run_id = run.info.run_id
+            if spec_json is not None:
+                with_retry(
+                    lambda: self.client.log_text(self.parent_run_id, spec_json, cv.SPEC_ARTIFACT),
+                    "log the spec",
+                    self.uri,
+                )
+        return self
+
+    def trial_runs(self) -> dict[str, Any]:
+        """trial id -> existing child run (after a resume)."""
+        return {
+            r.data.tags[cv.TRIAL_ID]: r
+            for r in self._search(f"tags.`{cv.ROLE}` = '{cv.ROLE_TRIAL}'")
+        }
+
+    def _search(self, filter_string: str) -> list[Any]:
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = with_retry(
+                lambda: self.client.search_runs(
+                    [self.experiment_id], filter_string, max_results=1000, page_token=token
+                ),
+                "search runs",
+                self.uri,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def log_artifact(self, path: str | Path) -> None:
+        with_retry(
+            lambda: self.client.log_artifact(self.parent_run_id, str(path)),
+            "log an artifact",
+            self.uri,
+        )
+
+    def close(self, status: str = "FINISHED") -> None:
+        with_retry(
+            lambda: self.client.set_terminated(self.parent_run_id, status=status),
+            "close the sweep run",
+            self.uri,
+        )
+
+
+def _experiment_artifacts(uri: str, sweep: str) -> str | None:
+    root = local_artifact_root(uri)
+    return f"{root}/{sweep}" if root else None
+
+
+class _TrialRun:
+    """Buffered state of one trial's child run."""
+
+    def __init__(self, run_id: str, logged_step: int) -> None:
+        self.run_id = run_id
+        self.logged_step = logged_step
+        self.buffer: list[Metric] = []
+        self.max_step = logged_step
+        self.last_flush = time.monotonic()
+        self.closed = False
+
+
+class MlflowTracker(Callback):
+    """Ray Tune callback: one child run per trial under the sweep's parent run."""
+
+    def __init__(
+        self,
+        record: SweepRecord,
+        tags: Mapping[str, str],
+        seeds_of: Callable[[Mapping[str, Any]], list[int]],
+        cell_of: Callable[[Mapping[str, Any]], str],
+    ) -> None:
+        self.record = record
+        self.tags = dict(tags)
+        self.seeds_of = seeds_of
+        self.cell_of = cell_of
+        self.runs: dict[str, _TrialRun] = {}
+        self.existing = record.trial_runs()
+        self.lost: dict[str, Any] | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.record.client
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        return with_retry(fn, what, self.record.uri)
+
+    # --- Tune hooks -------------------------------------------------------------------------------
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.lost is None:
+            # The first step sees every trial that Ray restored. A run whose trial Ray does not
+            # know was started after Ray's last saved state: its trial is lost, and the restored
+            # searcher will suggest it again under a new id (see _adopt).
+            known = {t.trial_id for t in trials}
+            self.lost = {tid: r for tid, r in self.existing.items() if tid not in known}
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        run = self._ensure_run(trial)
+        step = int(result.get("step", result.get("training_iteration", 0)))
+        if step <= run.logged_step:
+            return  # a restarted trial replays steps that are already logged
+        ts = int(time.time() * 1000)
+        run.buffer.extend(Metric(k, v, ts, step) for k, v in metric_items(result))
+        run.max_step = max(run.max_step, step)
+        if len(run.buffer) >= MAX_BATCH or time.monotonic() - run.last_flush > FLUSH_EVERY_S:
+            self._flush(run)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        if result.get(cv.DIVERGED):
+            reason = str(result.get("failure_reason", "diverged"))
+            self._close(trial, "FAILED", reason)
+        else:
+            self._close(trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._close(trial, "FAILED", _error_line(trial))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        for trial in trials:
+            run = self.runs.get(trial.trial_id)
+            if run is not None and not run.closed:
+                self._close(trial, "KILLED", "the sweep ended before this trial did")
+        for found in (self.lost or {}).values():
+            if found.info.status == "RUNNING":
+                reason = "lost: the driver died before Ray saved this trial; it was not re-run"
+                self._call(
+                    lambda: self.client.set_tag(found.info.run_id, cv.FAILURE_REASON, reason), "tag"
+                )
+                self._call(
+                    lambda: self.client.set_terminated(found.info.run_id, "KILLED"), "end a run"
+                )
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _ensure_run(self, trial: Any) -> _TrialRun:
+        tid = trial.trial_id
+        if tid in self.runs:
+            return self.runs[tid]
+        found = self.existing.get(tid) or self._adopt(trial)
+        if found is not None:
+            run = _TrialRun(found.info.run_id, int(found.data.tags.get(LOGGED_STEP, "0")))
+            if found.info.status != "RUNNING":
+                self._call(
+                    lambda: self.client.update_run(run.run_id, status="RUNNING"), "reopen a run"
+                )
+        else:
+            config = dict(trial.config)
+            seeds = self.seeds_of(config)
+            tags = {
+                **self.tags,
+                cv.ROLE: cv.ROLE_TRIAL,
+                cv.PARENT_RUN_ID: self.record.parent_run_id,
+                cv.TRIAL_ID: tid,
+                cv.CELL: self.cell_of(config),
+                cv.CONFIG: cv.dumps(config),
+                cv.SEED: str(seeds[0]),
+                cv.SEEDS: ",".join(map(str, seeds)),
+            }
+            created = self._call(
+                lambda: self.client.create_run(
+                    self.record.experiment_id, run_name=str(trial), tags=tags
+                ),
+                "create a trial run",
+            )
+            run = _TrialRun(created.info.run_id, 0)
+            params = [Param(k, str(v)[:6000]) for k, v in sorted(config.items())]
+            for i in range(0, len(params), 100):  # MLflow takes 100 params per batch
+                self._call(
+                    lambda chunk=params[i : i + 100]: self.client.log_batch(
+                        run.run_id, params=chunk
+                    ),
+                    "log params",
+                )
+        self.runs[tid] = run
+        return run
+
+    def _adopt(self, trial: Any) -> Any:
+        """A lost run with this trial's exact config: the same trial, re-suggested after a resume.
+
+        The restored searcher replays its random state, so it usually suggests a lost trial's
+        config again; continuing that run (same seeds, so the same values) keeps one run per trial.
+        """
+        config = cv.dumps(dict(trial.config))
+        for tid, found in list((self.lost or {}).items()):
+            if found.data.tags.get(cv.CONFIG) == config:
+                del self.lost[tid]
+                self._call(
+                    lambda: self.client.set_tag(found.info.run_id, cv.TRIAL_ID, trial.trial_id),
+                    "re-tag an adopted run",
+                )
+                return found
+        return None
+
+    def _flush(self, run: _TrialRun) -> None:
+        while run.buffer:
+            chunk, rest = run.buffer[:MAX_BATCH], run.buffer[MAX_BATCH:]
+            step = max(m.step for m in chunk)
+            tags = [RunTag(LOGGED_STEP, str(step))]
+            self._call(
+                lambda: self.client.log_batch(run.run_id, metrics=chunk, tags=tags), "log metrics"
+            )
+            run.buffer = rest
+            run.logged_step = step
+        run.last_flush = time.monotonic()
+
+    def _close(self, trial: Any, status: str, reason: str = "") -> None:
+        run = self._ensure_run(trial)
+        if run.closed:
+            return
+        self._flush(run)
+        if reason:
+            self._call(
+                lambda: self.client.set_tag(run.run_id, cv.FAILURE_REASON, reason[:5000]), "tag"
+            )
+        self._call(lambda: self.client.set_terminated(run.run_id, status=status), "end a run")
+        run.closed = True
+
+
+def metric_items(result: Mapping[str, Any]) -> Iterable[tuple[str, float]]:
+    """The trainable's own numeric metrics from a Tune result (Ray's bookkeeping left out)."""
+    for key, value in result.items():
+        if key in NOT_METRICS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        yield key, float(value)
+
+
+def _error_line(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    text = ""
+    if path and os.path.exists(path):
+        lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+        text = lines[-1] if lines else ""
+    return text or "the trial raised an error (see the Ray logs)"

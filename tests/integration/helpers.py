@@ -1,0 +1,105 @@
+"""Helpers for integration tests: run the real CLI, isolate Ray, inspect MLflow, check for leaks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from service import conventions as cv
+
+CLI = [sys.executable, "-m", "service.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Workspace:
+    """A working directory with its own MLflow store and its own Ray temp dir."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # Ray's unix sockets live under its temp dir, whose path must stay short (< 107 bytes).
+        self.ray_tmp = Path(tempfile.mkdtemp(prefix="ssw", dir="/tmp"))
+        self.env = {
+            **os.environ,
+            "RAY_TMPDIR": str(self.ray_tmp),
+            "PYTHONPATH": str(ROOT),
+            "OMP_NUM_THREADS": "1",
+        }
+        self.env.pop("MLFLOW_TRACKING_URI", None)
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.path / 'mlflow.db'}"
+
+    def write_spec(self, name: str, spec: dict) -> Path:
+        path = self.path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return path
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*CLI, *args],
+            cwd=self.path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen:
+        """Start the CLI in its own process group, so a kill reaches the driver and its Ray."""
+        return subprocess.Popen(
+            [*CLI, *args],
+            cwd=self.path,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+    def leftovers(self) -> list[str]:
+        """Processes still running that belong to this workspace's Ray."""
+        out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        return [line for line in out.splitlines() if str(self.ray_tmp) in line]
+
+    def cleanup(self) -> None:
+        deadline = time.monotonic() + 20
+        while self.leftovers() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for line in self.leftovers():  # a test that failed midway must not leak
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+def child_runs(tracking_uri: str, sweep: str) -> list:
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(sweep)
+    if exp is None:
+        return []
+    return client.search_runs(
+        [exp.experiment_id], f"tags.`{cv.ROLE}` = '{cv.ROLE_TRIAL}'", max_results=1000
+    )
+
+
+def parent_runs(tracking_uri: str, sweep: str) -> list:
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(sweep)
+    return client.search_runs([exp.experiment_id], f"tags.`{cv.ROLE}` = '{cv.ROLE_SWEEP}'")
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)

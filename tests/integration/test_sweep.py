@@ -1,0 +1,170 @@
+"""End to end on real local Ray and a real MLflow store: spec -> Tune + Optuna -> MLflow."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from service import conventions as cv
+from service.spec import load_spec
+from tests.integration.helpers import Workspace, child_runs, kill_group, parent_runs
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One smoke sweep of the shipped sinusoid spec, inspected by several tests."""
+    ws = Workspace(tmp_path_factory.mktemp("smoke"))
+    proc = ws.cli("run", "sinusoid", "--profile", "smoke", "--name", "smk")
+    yield ws, proc
+    ws.cleanup()
+    assert not ws.leftovers()
+
+
+def test_smoke_sweep_lands_every_trial_once_finished_under_one_parent(smoke):
+    ws, proc = smoke
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    spec = load_spec("sinusoid", profile="smoke")
+    runs = child_runs(ws.tracking_uri, "smk")
+    parents = parent_runs(ws.tracking_uri, "smk")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(runs) == spec.num_trials == 6
+    assert len({r.data.tags[cv.TRIAL_ID] for r in runs}) == 6
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags[cv.PARENT_RUN_ID] for r in runs} == {parents[0].info.run_id}
+    cells = sorted(r.data.tags[cv.CELL] for r in runs)
+    assert cells == ["width=16"] * 3 + ["width=64"] * 3  # stratified: each cell its quota
+
+
+def test_runs_carry_reproduction_tags_params_and_metric_curves(smoke):
+    ws, _ = smoke
+    spec = load_spec("sinusoid", profile="smoke")
+    client = MlflowClient(ws.tracking_uri)
+    for run in child_runs(ws.tracking_uri, "smk"):
+        tags = run.data.tags
+        config = json.loads(tags[cv.CONFIG])
+        assert tags[cv.SPEC_SHA256] == spec.sha256
+        assert tags[cv.SEED] == "0" and tags[cv.SEEDS] == "0,1"
+        assert tags[cv.GIT_SHA]
+        assert float(run.data.params["sigma_inv"]) == pytest.approx(config["sigma_inv"])
+        history = client.get_metric_history(run.info.run_id, "test_mse")
+        assert [m.step for m in history] == [20, 40, 60]  # every evaluation, each exactly once
+        assert {"test_mse/r0", "test_mse/r1", "train_mse", "ood_mse"} <= set(run.data.metrics)
+        mean = (run.data.metrics["test_mse/r0"] + run.data.metrics["test_mse/r1"]) / 2
+        assert run.data.metrics["test_mse"] == pytest.approx(mean)
+
+
+def test_curve_png_is_on_the_parent_run(smoke):
+    ws, proc = smoke
+    parent = parent_runs(ws.tracking_uri, "smk")[0]
+    names = [a.path for a in MlflowClient(ws.tracking_uri).list_artifacts(parent.info.run_id)]
+    assert "curve.png" in names and "spec.json" in names
+    assert "optimum length scale" in proc.stdout
+
+
+def test_best_and_curves_answer_from_mlflow(smoke):
+    ws, _ = smoke
+    best = ws.cli("best", "smk", "--format", "json", "--tracking-uri", ws.tracking_uri)
+    assert best.returncode == 0, best.stderr
+    rows = json.loads(best.stdout)
+    assert sorted(r["width"] for r in rows) == [16, 64]
+    runs = child_runs(ws.tracking_uri, "smk")
+    for row in rows:
+        cell = [
+            r.data.metrics["test_mse"]
+            for r in runs
+            if r.data.tags[cv.CELL] == f"width={row['width']}"
+        ]
+        assert row["test_mse"] == pytest.approx(min(cell))
+    curves = ws.cli(
+        "curves", "smk", "--format", "json", "--out", "c.png", "--tracking-uri", ws.tracking_uri
+    )
+    assert curves.returncode == 0, curves.stderr
+    optimum = json.loads(curves.stdout)
+    assert {o["width"] for o in optimum} == {16, 64}
+    assert all(0.05 <= o["x_opt"] <= 20 for o in optimum)
+    assert (ws.path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_diverging_trials_are_failed_with_reason_and_the_sweep_completes(workspace: Workspace):
+    spec = {
+        "name": "div",
+        "experiment": "sinusoid",
+        "objective": {"metric": "test_mse", "mode": "min"},
+        "fixed": {
+            "width": 8,
+            "steps": 40,
+            "eval_every": 20,
+            "normalise": False,
+            "activation": "relu",
+            "test_points": 50,
+            "ood_points": 50,
+        },
+        "axes": {"lr": [1.0e-3, 1.0e12]},
+        "search": {"noise_std": {"low": 0.1, "high": 0.3}},
+        "trials_per_cell": 2,
+    }
+    path = workspace.write_spec("div", spec)
+    proc = workspace.cli("run", str(path), "--name", "div")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = child_runs(workspace.tracking_uri, "div")
+    by_cell = {}
+    for r in runs:
+        by_cell.setdefault(r.data.tags[cv.CELL], []).append(r)
+    assert {r.info.status for r in by_cell["lr=0.001"]} == {"FINISHED"}
+    assert {r.info.status for r in by_cell["lr=1000000000000.0"]} == {"FAILED"}
+    for r in by_cell["lr=1000000000000.0"]:
+        assert "non-finite loss" in r.data.tags[cv.FAILURE_REASON]
+        assert r.data.metrics["diverged"] == 1.0
+    assert "diverged" in proc.stdout
+
+
+def test_killed_driver_resumes_and_every_trial_lands_once(workspace: Workspace):
+    spec = {
+        "name": "kr",
+        "experiment": "sinusoid",
+        "objective": {"metric": "test_mse", "mode": "min"},
+        "fixed": {"steps": 1500, "eval_every": 300, "test_points": 100, "ood_points": 100},
+        "axes": {"width": [16, 64]},
+        "search": {"sigma_inv": {"low": 0.1, "high": 10.0, "log": True}},
+        "trials_per_cell": 4,
+        "max_concurrent": 2,
+    }
+    path = workspace.write_spec("kr", spec)
+    proc = workspace.start("run", str(path), "--name", "kr")
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            runs = child_runs(workspace.tracking_uri, "kr")
+            if sum(r.info.status == "FINISHED" for r in runs) >= 2 and any(
+                r.info.status == "RUNNING" for r in runs
+            ):
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial finished in time")
+    finally:
+        kill_group(proc)
+    workspace.cleanup()
+    before = child_runs(workspace.tracking_uri, "kr")
+    assert any(r.info.status == "RUNNING" for r in before)  # orphans, until the resume
+
+    resumed = workspace.cli("resume", "kr", "--tracking-uri", workspace.tracking_uri)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    runs = child_runs(workspace.tracking_uri, "kr")
+    trial_ids = [r.data.tags[cv.TRIAL_ID] for r in runs]
+    assert len(trial_ids) == len(set(trial_ids)) == 8
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    client = MlflowClient(workspace.tracking_uri)
+    for r in runs:
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "test_mse")]
+        assert steps == sorted(set(steps)), "a step was logged twice"
+        assert steps[-1] == 1500
+        assert math.isfinite(r.data.metrics["test_mse"])
+    assert parent_runs(workspace.tracking_uri, "kr")[0].info.status == "FINISHED"

@@ -1,0 +1,199 @@
+"""The one training loop, shared by every experiment.
+
+An experiment declares a replica-batched model, a batch source, a per-replica loss and per-replica
+metrics; this module owns everything else: the optimizer and the paper's step decay, the evaluation
+cadence, divergence, and reporting. Keeping it in one place is what lets a fix or a speed-up reach
+every experiment at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from trainables.data import Sampler, Split, stack
+from trainables.nn import replica_generators
+
+
+class Reporter(Protocol):
+    """Called at every evaluation with the step and flat metrics; returns True to stop early."""
+
+    def __call__(self, step: int, metrics: Mapping[str, Any]) -> bool | None: ...
+
+
+def no_report(step: int, metrics: Mapping[str, Any]) -> bool:
+    return False
+
+
+Batches = Callable[[int], tuple[Tensor, Tensor]]  # step -> (x [R, B, d], y)
+LossFn = Callable[[Tensor, Tensor], Tensor]  # (prediction, target) -> per-replica loss [R]
+Evaluate = Callable[[nn.Module], dict[str, Tensor]]  # model -> {metric: per-replica values [R]}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Optimisation settings every experiment shares (paper 000 A.1: Adam, lr 1e-3, decay 0.9)."""
+
+    steps: int
+    lr: float
+    lr_decay: float = 0.9
+    decay_every: int = 500
+    eval_every: int = 500
+    optimizer: Literal["adam", "sgd", "adadelta"] = "adam"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class Outcome:
+    """How training ended: `status` is "completed", "stopped" (by the reporter) or "diverged"."""
+
+    status: str
+    step: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+def train(
+    model: nn.Module,
+    batches: Batches,
+    loss_fn: LossFn,
+    evaluate: Evaluate,
+    schedule: Schedule,
+    report: Reporter = no_report,
+) -> Outcome:
+    """Train all replicas together; report mean and per-replica metrics every `eval_every` steps.
+
+    A non-finite loss in any replica ends training with status "diverged" and a reason naming the
+    replicas and the step, reported as the final metrics (never an exception: a diverging trial is
+    a result of the sweep, not a crash of it).
+    """
+    optimizer = make_optimizer(model.parameters(), schedule)
+    decay = torch.optim.lr_scheduler.StepLR(optimizer, schedule.decay_every, schedule.lr_decay)
+    finite = None  # accumulated on the device; checked only at evaluations to avoid a sync a step
+    metrics: dict[str, Any] = {}
+    for step in range(1, schedule.steps + 1):
+        x, y = batches(step)
+        loss = loss_fn(model(x), y)
+        ok = torch.isfinite(loss)
+        finite = ok if finite is None else finite & ok
+        optimizer.zero_grad(set_to_none=True)
+        # The sum keeps every replica's gradient equal to the gradient it would have alone.
+        loss.sum().backward()
+        optimizer.step()
+        decay.step()
+        if step % schedule.eval_every and step != schedule.steps:
+            continue
+        bad = (~finite).nonzero().flatten().tolist()
+        metrics = summarise(evaluate(model))
+        if bad:
+            reason = f"non-finite loss in replica(s) {bad} by step {step} (lr={schedule.lr:g})"
+            metrics.update({"diverged": 1.0, "failure_reason": reason})
+            report(step, metrics)
+            return Outcome("diverged", step, metrics, reason)
+        if step == schedule.steps:
+            metrics["diverged"] = 0.0
+        if report(step, metrics):
+            return Outcome("stopped", step, metrics)
+    return Outcome("completed", schedule.steps, metrics)
+
+
+def make_optimizer(params: Any, schedule: Schedule) -> torch.optim.Optimizer:
+    if schedule.optimizer == "adam":
+        return torch.optim.Adam(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    if schedule.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay
+        )
+    if schedule.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    raise ValueError(f"`optimizer` must be adam, sgd or adadelta, but got {schedule.optimizer!r}")
+
+
+def summarise(per_replica: Mapping[str, Tensor]) -> dict[str, float]:
+    """{metric: [R]} -> the mean under the plain name plus `metric/rK` for each replica."""
+    out: dict[str, float] = {}
+    for name, values in per_replica.items():
+        vals = values.detach().double().cpu().flatten().tolist()
+        out[name] = sum(vals) / len(vals)
+        out.update({f"{name}/r{r}": v for r, v in enumerate(vals)})
+    return out
+
+
+# --- batch sources --------------------------------------------------------------------------------
+
+
+def full_batch(split: Split) -> Batches:
+    return lambda step: (split.x, split.y)
+
+
+def minibatches(split: Split, batch_size: int, seeds: Sequence[int]) -> Batches:
+    """Uniform mini-batches with replacement; replica r's indices come from its own generator."""
+    gens = replica_generators(seeds, "batches")
+    n = len(split)
+    rows = torch.arange(split.x.shape[0], device=split.x.device)[:, None]
+
+    def draw(step: int) -> tuple[Tensor, Tensor]:
+        idx = torch.stack([torch.randint(n, (batch_size,), generator=g) for g in gens])
+        idx = idx.to(split.x.device)
+        return split.x[rows, idx], split.y[rows, idx]
+
+    return draw
+
+
+def fresh_samples(
+    sampler: Sampler, batch_size: int, seeds: Sequence[int], device: torch.device | str
+) -> Batches:
+    """A new sample every step (paper 000 §3.2, "D → ∞")."""
+    gens = replica_generators(seeds, "batches")
+
+    def draw(step: int) -> tuple[Tensor, Tensor]:
+        batch = stack(sampler, gens, batch_size).to(device)
+        return batch.x, batch.y
+
+    return draw
+
+
+# --- losses and metrics ---------------------------------------------------------------------------
+
+
+def mse(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-replica mean squared error, [R]."""
+    return (pred - target).pow(2).flatten(1).mean(dim=1)
+
+
+def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-replica mean cross-entropy, [R]; logits [R, B, C], labels [R, B]."""
+    r, b, c = logits.shape
+    per_point = nn.functional.cross_entropy(
+        logits.reshape(r * b, c), labels.reshape(r * b), reduction="none"
+    )
+    return per_point.view(r, b).mean(dim=1)
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+    return (logits.argmax(dim=-1) == labels).double().mean(dim=1)
+
+
+@torch.no_grad()
+def split_metrics(
+    model: nn.Module, splits: Mapping[str, Split], metrics: Mapping[str, LossFn]
+) -> dict[str, Tensor]:
+    """Every metric on every split, named "{split}_{metric}" (train_mse, test_acc, ...)."""
+    out = {}
+    for split_name, split in splits.items():
+        pred = model(split.x)
+        for metric_name, fn in metrics.items():
+            out[f"{split_name}_{metric_name}"] = fn(pred, split.y)
+    return out
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """CUDA when visible (Ray exposes only the GPU it assigned), else CPU."""
+    if device not in (None, "auto"):
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
