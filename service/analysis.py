@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from service import conventions as cv
-from service.errors import TrackingError
+from service.errors import TrackingError, tracking_error
 
 # Bookkeeping columns of every trial row; all other columns are config keys or metrics.
 BASE_COLUMNS = ("sweep", "run_id", "trial_id", "status", "failure_reason", "cell")
@@ -93,16 +93,7 @@ def _tracking_errors(tracking_uri: str) -> Iterator[None]:
     try:
         yield
     except (MlflowException, OSError) as exc:
-        cause = _connection_cause(exc)
-        if cause is not None:
-            message = (
-                f"cannot reach the MLflow tracking server at {tracking_uri} "
-                f"({type(cause).__name__}); check the URI and that the server is running"
-            )
-        else:
-            lines = str(exc).strip().splitlines() or [type(exc).__name__]
-            message = f"the MLflow tracking store at {tracking_uri} failed: {lines[0]}"
-        raise TrackingError(message) from exc
+        raise tracking_error(exc, tracking_uri) from exc
 
 
 def _require_sqlite_file(tracking_uri: str) -> None:
@@ -114,24 +105,6 @@ def _require_sqlite_file(tracking_uri: str) -> None:
         raise TrackingError(
             f"no MLflow tracking store at {tracking_uri}: the file {path} does not exist"
         )
-
-
-def _connection_cause(exc: BaseException) -> BaseException | None:
-    """The network error inside an MlflowException, if that is what it wraps.
-
-    MLflow's REST client reports refused connections and exhausted retries as a generic
-    MlflowException; the underlying `requests` error (an OSError) is only in the chain.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    if "API request to" in str(exc) and "failed with exception" in str(exc):
-        return exc
-    return None
 
 
 def _unknown_sweep_message(client: Any, sweep: str, tracking_uri: str) -> str:

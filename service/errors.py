@@ -26,3 +26,33 @@ class TrackingError(SweepError):
 
 class ClusterError(SweepError):
     """Ray could not be started or reached, or a sweep's Ray state is missing."""
+
+
+def tracking_error(exc: BaseException, uri: str, what: str = "answer") -> TrackingError:
+    """A one-line TrackingError for an MLflow failure: unreachable server, or what it says."""
+    cause = _connection_cause(exc)
+    if cause is not None:
+        return TrackingError(
+            f"cannot reach the MLflow tracking server at {uri} ({type(cause).__name__}); "
+            f"check the URI and that the server is running"
+        )
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return TrackingError(f"the MLflow tracking store at {uri} failed to {what}: {lines[0][:300]}")
+
+
+def _connection_cause(exc: BaseException) -> BaseException | None:
+    """The network error inside an MlflowException, if that is what it wraps.
+
+    MLflow's REST client reports refused connections and exhausted retries as a generic
+    MlflowException; the underlying `requests` error (an OSError) is only in the chain.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    if "API request to" in str(exc) and "failed with exception" in str(exc):
+        return exc
+    return None

@@ -172,7 +172,10 @@ class StratifiedOptuna(Searcher):
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Local Ray by default (no dashboard, quiet); `address` connects to a running cluster."""
+    """Local Ray by default (no dashboard, loopback only); `address` joins a running cluster."""
+    import logging
+
+    import optuna
     import ray
 
     if ray.is_initialized():
@@ -181,22 +184,46 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # resume loses at most ~2 s of state
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    import logging
-
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # ResultGrid looks for per-trial result files that we deliberately do not write.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    if address:
+        probe_address(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",  # nothing of the embedded default listens beyond
+            )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClusterError(
             f"could not start or reach Ray at {address or 'local'}: {first[:200]}"
+        ) from None
+
+
+def probe_address(address: str, timeout: float = 10.0) -> None:
+    """Fail fast on an unreachable head: ray.init itself retries for minutes."""
+    import socket
+
+    if address == "auto":
+        return  # ray.init finds (or fails to find) the local cluster at once
+    hostport = address.removeprefix("ray://").split("/")[0]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClusterError(
+            f"Ray address {address!r} must look like HOST:PORT, ray://HOST:PORT or auto"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
+            f"is the head running? check --address"
         ) from None
 
 
@@ -226,11 +253,13 @@ def run_sweep(
             f"sweep {name!r} already exists in {root.parent}; resume it with "
             f"`smoothsweep resume {name}` or pick another --name"
         )
-    record = SweepRecord(uri, name).open(_sweep_tags(spec), json.dumps(spec.resolved(), indent=2))
+    record = SweepRecord(uri, name)
+    record.probe()  # before Ray starts: a typo in the URI should not cost a cluster start-up
+    start_ray(address)
+    record.open(_sweep_tags(spec), json.dumps(spec.resolved(), indent=2))
     root.mkdir(parents=True, exist_ok=True)
     meta = {"name": name, "tracking_uri": uri, "spec": spec.resolved(), "spec_sha256": spec.sha256}
     (root / METADATA).write_text(json.dumps(meta, indent=2))
-    start_ray(address)
     tuner = _build_tuner(spec, name, root.parent, record, progress)
     return _fit(tuner, spec, name, uri, root, record)
 

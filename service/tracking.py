@@ -24,7 +24,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from service import conventions as cv
-from service.errors import TrackingError
+from service.errors import tracking_error
 
 T = TypeVar("T")
 
@@ -85,11 +85,7 @@ def with_retry(call: Callable[[], T], what: str, uri: str, tries: int = 4) -> T:
             return call()
         except Exception as exc:  # MLflow raises many types; all are "could not write"
             if attempt == tries - 1:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise TrackingError(
-                    f"tracking server {uri} failed to {what}: {first[:200]} "
-                    f"(is it running and reachable? pass --tracking-uri)"
-                ) from None
+                raise tracking_error(exc, uri, what) from None
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
@@ -108,6 +104,12 @@ class SweepRecord:
         self.client = MlflowClient(tracking_uri)
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
+
+    def probe(self) -> None:
+        """One quick read: is the store there? (Creates a fresh SQLite store, once, here.)"""
+        with_retry(
+            lambda: self.client.search_experiments(max_results=1), "answer", self.uri, tries=1
+        )
 
     def open(self, tags: Mapping[str, str], spec_json: str | None = None) -> SweepRecord:
         """Find or create the experiment and the parent run (idempotent: resume calls it too)."""

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from service import conventions as cv
-from service.spec import load_spec
+from service.spec import load_spec, shipped_specs
 from tests.integration.helpers import Workspace, child_runs, kill_group, parent_runs
 
 pytestmark = pytest.mark.integration
@@ -168,3 +168,53 @@ def test_killed_driver_resumes_and_every_trial_lands_once(workspace: Workspace):
         assert steps[-1] == 1500
         assert math.isfinite(r.data.metrics["test_mse"])
     assert parent_runs(workspace.tracking_uri, "kr")[0].info.status == "FINISHED"
+
+
+# Shipped specs whose smoke sweep another test already runs end to end (and checks more closely).
+COVERED_ELSEWHERE = {"sinusoid": "the smoke fixture above", "spiral": "test_tracking_server.py"}
+
+
+@pytest.mark.parametrize("name", sorted(set(shipped_specs()) - set(COVERED_ELSEWHERE)))
+def test_every_shipped_spec_runs_its_smoke_profile(name, workspace: Workspace):
+    proc = workspace.cli("run", name, "--profile", "smoke", "--name", f"{name}-smoke")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = child_runs(workspace.tracking_uri, f"{name}-smoke")
+    assert len(runs) == load_spec(name, profile="smoke").num_trials
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_ui_serves_the_sweep_and_its_curve(smoke):
+    import subprocess
+    import urllib.request
+
+    from tests.integration.helpers import CLI, free_port
+
+    ws, _ = smoke
+    port = free_port()
+    ui = subprocess.Popen(
+        [*CLI, "ui", "--port", str(port), "--tracking-uri", ws.tracking_uri],
+        cwd=ws.path, env=ws.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2).close()
+                break
+            except OSError:
+                assert ui.poll() is None, "the UI exited"
+                time.sleep(0.5)
+        runs = child_runs(base, "smk")
+        assert len(runs) == 6
+        parent = parent_runs(base, "smk")[0].info.run_id
+        url = f"{base}/get-artifact?path=curve.png&run_uuid={parent}"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.read(8) == b"\x89PNG\r\n\x1a\n"
+    finally:
+        import os
+        import signal
+
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)

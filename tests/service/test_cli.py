@@ -1,0 +1,81 @@
+"""The CLI in-process: listings, one-off training, and one-line errors with the right exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service.cli import main
+from trainables import sinusoid
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_experiments_json_lists_every_registered_experiment(capsys):
+    code, out, _ = run_cli(capsys, "experiments", "--format", "json")
+    rows = json.loads(out)
+    assert code == 0
+    assert [r["experiment"] for r in rows] == ["gp", "sinusoid", "spiral"]
+    fields = {r["experiment"]: r["fields"] for r in rows}
+    assert fields["sinusoid"]["sigma_inv"]["doc"].startswith("length scale")
+    assert fields["spiral"]["entanglement"]["type"] == "float"
+
+
+def test_train_prints_the_same_metrics_as_a_direct_run(capsys):
+    sets = ["width=8", "steps=20", "eval_every=10", "test_points=30", "ood_points=30"]
+    code, out, err = run_cli(
+        capsys, "train", "sinusoid", *sum((["--set", s] for s in sets), []), "--format", "json"
+    )
+    assert code == 0
+    direct = sinusoid.run(
+        {"width": 8, "steps": 20, "eval_every": 10, "test_points": 30, "ood_points": 30}
+    )
+    assert json.loads(out) == pytest.approx(direct)
+    assert "step 10:" in err and "step 20:" in err
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["train", "sinus"], 2, "unknown experiment 'sinus'; known: ['gp', 'sinusoid', 'spiral']"),
+        (["train", "sinusoid", "--set", "widht=3"], 2, "unknown config key(s) ['widht']"),
+        (["train", "sinusoid", "--set", "lr=-1"], 2, "`lr` must be > 0, but got -1.0"),
+        (["train", "sinusoid", "--set", "lr"], 2, "`--set` must look like key=value"),
+        (["run", "no/such/spec.yaml"], 2, "neither a file nor a shipped spec"),
+        (["run", "sinusoid", "--profile", "huge"], 2, "unknown profile 'huge'"),
+        (["run", "sinusoid", "--set", "sampler=grid"], 2, "`sampler`: Input should be"),
+        (
+            ["run", "sinusoid", "--address", "127.0.0.1:6379"],
+            2,
+            "pass --tracking-uri http://HOST:PORT",
+        ),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code(
+    capsys, tmp_path, monkeypatch, args, code, message
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    got, out, err = run_cli(capsys, *args)
+    assert got == code
+    assert err.startswith("smoothsweep: error: ") and err.count("\n") == 1
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "mlflow.db").exists()  # nothing written to tracking
+
+
+def test_unreachable_tracking_server_is_a_runtime_error(capsys, monkeypatch):
+    code, _, err = run_cli(capsys, "best", "some-sweep", "--tracking-uri", "http://127.0.0.1:9")
+    assert code == 1
+    assert "cannot reach the MLflow tracking server at http://127.0.0.1:9" in err
+
+
+def test_missing_sqlite_store_is_named(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "best", "x", "--tracking-uri", f"sqlite:///{tmp_path}/none.db")
+    assert code == 1 and "does not exist" in err
+    assert not (tmp_path / "none.db").exists()
