@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor, nn
 
+from trainables.config import ExperimentConfig, require
 from trainables.data import Sampler, Split, stack
 from trainables.nn import replica_generators
 
@@ -46,6 +47,40 @@ class Schedule:
     optimizer: Literal["adam", "sgd", "adadelta"] = "adam"
     momentum: float = 0.0
     weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainingConfig(ExperimentConfig):
+    """The optimisation fields every gradient-trained experiment shares (paper 000 A.1)."""
+
+    lr: float = 1e-3
+    """Adam learning rate"""
+    lr_decay: float = 0.9
+    """multiply the learning rate by this every decay_every steps"""
+    decay_every: int = 500
+    """steps between learning-rate decays (paper 000's code: 500)"""
+    steps: int = 3000
+    """optimizer steps (paper 000 trains 50,000; the specs' profiles set it)"""
+    eval_every: int = 500
+    """steps between evaluations (each one is a report to the scheduler)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.lr > 0, "lr", "> 0", self.lr)
+        require(0 < self.lr_decay <= 1, "lr_decay", "in (0, 1]", self.lr_decay)
+        require(self.decay_every >= 1, "decay_every", ">= 1", self.decay_every)
+        require(self.steps >= 1, "steps", ">= 1", self.steps)
+        require(self.eval_every >= 1, "eval_every", ">= 1", self.eval_every)
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(
+            steps=self.steps,
+            lr=self.lr,
+            lr_decay=self.lr_decay,
+            decay_every=self.decay_every,
+            eval_every=self.eval_every,
+        )
 
 
 @dataclass
@@ -100,6 +135,29 @@ def train(
         if report(step, metrics):
             return Outcome("stopped", step, metrics)
     return Outcome("completed", schedule.steps, metrics)
+
+
+def train_full_batch(
+    cfg: TrainingConfig,
+    model: nn.Module,
+    splits: Mapping[str, Split],
+    loss_fn: LossFn,
+    evaluate: Callable[[nn.Module, Mapping[str, Split]], dict[str, Tensor]],
+    report: Reporter,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Move model and splits to the device, train on splits["train"], return the final metrics."""
+    dev = pick_device(device)
+    on_device = {k: v.to(dev) for k, v in splits.items()}
+    outcome = train(
+        model.to(dev),
+        full_batch(on_device["train"]),
+        loss_fn,
+        lambda m: evaluate(m, on_device),
+        cfg.schedule,
+        report,
+    )
+    return outcome.metrics
 
 
 def make_optimizer(params: Any, schedule: Schedule) -> torch.optim.Optimizer:

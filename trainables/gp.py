@@ -22,11 +22,11 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, Product
 
 from trainables import engine, sinusoid
-from trainables.config import ExperimentConfig, require
+from trainables.config import require
 
 
 @dataclass(frozen=True)
-class Config(ExperimentConfig):
+class Config(sinusoid.DataConfig):
     length_scale: float = 1.0
     """RBF length scale λ (the starting point when fit_length_scale is true)"""
     fit_length_scale: bool = False
@@ -37,20 +37,11 @@ class Config(ExperimentConfig):
     """noise variance added to the kernel's diagonal; None means noise_std² (the true noise)"""
     dataset: Literal["sinusoid"] = "sinusoid"
     """which regression data set (more arrive with the addition experiment)"""
-    train_points: int = 100
-    """training points per replica (same meaning and default as in `sinusoid`)"""
-    test_points: int = 2000
-    """test points per replica"""
-    ood_points: int = 2000
-    """o.o.d. points per replica"""
-    noise_std: float = 0.25
-    """std of the Gaussian label noise"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.length_scale > 0, "length_scale", "> 0", self.length_scale)
         require(self.alpha is None or self.alpha > 0, "alpha", "> 0 or null", self.alpha)
-        require(self.train_points >= 1, "train_points", ">= 1", self.train_points)
 
     @property
     def noise_variance(self) -> float:
@@ -59,18 +50,8 @@ class Config(ExperimentConfig):
 
 def make_data(cfg: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The sinusoid splits as numpy arrays [R, N, 1]; identical to the network's for a seed."""
-    data_cfg = sinusoid.Config(
-        seed=cfg.seed,
-        replicas=cfg.replicas,
-        train_points=cfg.train_points,
-        test_points=cfg.test_points,
-        ood_points=cfg.ood_points,
-        noise_std=cfg.noise_std,
-    )
-    return {
-        k: (s.x.double().numpy(), s.y.double().numpy())
-        for k, s in sinusoid.make_data(data_cfg).items()
-    }
+    splits = sinusoid.make_data(cfg)
+    return {k: (s.x.double().numpy(), s.y.double().numpy()) for k, s in splits.items()}
 
 
 def make_kernel(cfg: Config) -> Kernel:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
+
+from trainables.config import ExperimentConfig, require
 
 Activation = Literal["tanh", "relu"]
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"tanh": torch.tanh, "relu": torch.relu}
@@ -144,3 +147,38 @@ def replica_generators(seeds: Sequence[int], stream: str) -> list[torch.Generato
         )
         for s in seeds
     ]
+
+
+@dataclass(frozen=True)
+class NetworkConfig(ExperimentConfig):
+    """The architecture fields of every MLP experiment."""
+
+    width: int = 1000
+    """hidden units per layer"""
+    depth: int = 1
+    """hidden layers (1 = paper 000's two-layer network)"""
+    activation: Activation = "tanh"
+    """hidden non-linearity; tanh gives the GP correspondence, relu is the contrast"""
+    normalise: bool = True
+    """σ-normalise the weights (paper 000 eq. 7); false trains a plain MLP, ignoring sigma_inv"""
+    sigma_inv: float = 1.0
+    """length scale σ⁻¹: weights are rescaled to std σ/√fan_in in every forward pass"""
+    bias_norm: bool = True
+    """normalise hidden biases and scale the output bias by σ, as paper 000's code does"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.width >= 1, "width", ">= 1", self.width)
+        require(self.depth >= 1, "depth", ">= 1", self.depth)
+        require(self.sigma_inv > 0, "sigma_inv", "> 0", self.sigma_inv)
+
+    def make_mlp(self, n_in: int, n_out: int, *, residual: bool = False) -> ReplicaMLP:
+        """The replica-batched MLP this config describes, one initialisation per seed."""
+        return ReplicaMLP(
+            [n_in, *[self.width] * self.depth, n_out],
+            replica_generators(self.seeds, "init"),
+            activation=self.activation,
+            sigma_inv=self.sigma_inv if self.normalise else None,
+            bias_norm=self.bias_norm,
+            residual=residual,
+        )

@@ -17,30 +17,21 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 
 from trainables import engine
-from trainables.config import ExperimentConfig, require
+from trainables.config import require
 from trainables.data import Split, spiral, spiral_embedding, stack
-from trainables.nn import ReplicaMLP, replica_generators
+from trainables.nn import NetworkConfig, ReplicaMLP, replica_generators
 
 
 @dataclass(frozen=True)
-class Config(ExperimentConfig):
+class Config(NetworkConfig, engine.TrainingConfig):
     width: int = 64
-    """hidden units per layer"""
     depth: int = 2
-    """hidden layers"""
-    activation: Literal["tanh", "relu"] = "tanh"
-    """hidden non-linearity"""
-    normalise: bool = True
-    """σ-normalise the weights (paper 000 eq. 7); false trains a plain MLP"""
-    sigma_inv: float = 1.0
-    """length scale σ⁻¹ (used when normalise is true)"""
-    bias_norm: bool = True
-    """normalise hidden biases and scale the output bias by σ"""
+    lr: float = 1e-2
     entanglement: float = 3 * math.pi
     """φ_max: how far the spirals wind (3π is one and a half turns)"""
     phi_min: float = 0.5
@@ -55,45 +46,20 @@ class Config(ExperimentConfig):
     """training points per replica (half per class)"""
     test_points: int = 1000
     """test points per replica"""
-    lr: float = 1e-2
-    """Adam learning rate"""
-    lr_decay: float = 0.9
-    """multiply the learning rate by this every decay_every steps"""
-    decay_every: int = 500
-    """steps between learning-rate decays"""
-    steps: int = 3000
-    """full-batch optimizer steps"""
-    eval_every: int = 500
-    """steps between evaluations"""
 
     objective: ClassVar[str] = "test_acc"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.width >= 1, "width", ">= 1", self.width)
-        require(self.depth >= 1, "depth", ">= 1", self.depth)
-        require(self.sigma_inv > 0, "sigma_inv", "> 0", self.sigma_inv)
         require(self.entanglement > self.phi_min, "entanglement", "> phi_min", self.entanglement)
         require(self.distance > 0, "distance", "> 0", self.distance)
         require(self.codimension >= 0, "codimension", ">= 0", self.codimension)
         require(self.train_points % 2 == 0, "train_points", "even", self.train_points)
         require(self.test_points % 2 == 0, "test_points", "even", self.test_points)
-        require(self.lr > 0, "lr", "> 0", self.lr)
-        require(self.steps >= 1, "steps", ">= 1", self.steps)
 
     @property
     def input_dim(self) -> int:
         return 2 + self.codimension
-
-    @property
-    def schedule(self) -> engine.Schedule:
-        return engine.Schedule(
-            steps=self.steps,
-            lr=self.lr,
-            lr_decay=self.lr_decay,
-            decay_every=self.decay_every,
-            eval_every=self.eval_every,
-        )
 
 
 def make_data(cfg: Config) -> dict[str, Split]:
@@ -115,13 +81,7 @@ def make_data(cfg: Config) -> dict[str, Split]:
 
 
 def make_model(cfg: Config) -> ReplicaMLP:
-    return ReplicaMLP(
-        [cfg.input_dim, *[cfg.width] * cfg.depth, 2],
-        replica_generators(cfg.seeds, "init"),
-        activation=cfg.activation,
-        sigma_inv=cfg.sigma_inv if cfg.normalise else None,
-        bias_norm=cfg.bias_norm,
-    )
+    return cfg.make_mlp(cfg.input_dim, 2)
 
 
 @torch.no_grad()
@@ -138,15 +98,6 @@ def run(
     config: Mapping[str, Any], report: engine.Reporter = engine.no_report, device: str | None = None
 ) -> dict[str, Any]:
     cfg = Config.from_mapping(config)
-    dev = engine.pick_device(device)
-    splits = {k: v.to(dev) for k, v in make_data(cfg).items()}
-    model = make_model(cfg).to(dev)
-    outcome = engine.train(
-        model,
-        engine.full_batch(splits["train"]),
-        engine.cross_entropy,
-        partial(evaluate, splits=splits),
-        cfg.schedule,
-        report,
+    return engine.train_full_batch(
+        cfg, make_model(cfg), make_data(cfg), engine.cross_entropy, evaluate, report, device
     )
-    return outcome.metrics
