@@ -108,6 +108,7 @@ def test_diverging_trials_are_failed_with_reason_and_the_sweep_completes(workspa
         "axes": {"lr": [1.0e-3, 1.0e12]},
         "search": {"noise_std": {"low": 0.1, "high": 0.3}},
         "trials_per_cell": 2,
+        "asha": {"grace_period": 1, "reduction_factor": 2},  # the scheduler path, too
     }
     path = workspace.write_spec("div", spec)
     proc = workspace.cli("run", str(path), "--name", "div")

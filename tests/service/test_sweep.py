@@ -1,0 +1,101 @@
+"""The sweep's own logic without a cluster: per-cell studies, samplers, the Tune reporter."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from service import sweep
+from service.spec import load_spec
+
+SPEC = {
+    "name": "t",
+    "experiment": "sinusoid",
+    "objective": {"metric": "test_mse", "mode": "min"},
+    "fixed": {"steps": 10},
+    "axes": {"width": [8, 16, 32]},
+    "search": {
+        "sigma_inv": {"low": 0.1, "high": 10.0, "log": True},
+        "activation": {"type": "categorical", "choices": ["tanh", "relu"]},
+    },
+    "trials_per_cell": 4,
+}
+
+
+def test_every_cell_gets_its_quota_then_finished():
+    search = sweep.StratifiedOptuna(load_spec(SPEC))
+    configs = [search.suggest(f"t{i}") for i in range(12)]
+    assert search.suggest("t12") == search.FINISHED
+    widths = [c["width"] for c in configs]
+    assert sorted(widths) == [8] * 4 + [16] * 4 + [32] * 4
+    assert widths[:3] == [8, 16, 32]  # cells take turns, so every cell fills at the same pace
+    for c in configs:
+        assert (
+            c["steps"] == 10 and 0.1 <= c["sigma_inv"] <= 10 and c["activation"] in ("tanh", "relu")
+        )
+
+
+def test_results_reach_only_their_cells_study():
+    search = sweep.StratifiedOptuna(load_spec(SPEC))
+    for i in range(3):
+        search.suggest(f"t{i}")
+    search.on_trial_complete("t1", {"test_mse": 0.5, "training_iteration": 1})
+    told = [
+        len(s._ot_study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+        for s in search.studies
+    ]
+    assert told == [0, 1, 0]
+
+
+def test_searcher_state_round_trips(tmp_path):
+    search = sweep.StratifiedOptuna(load_spec(SPEC))
+    first = [search.suggest(f"t{i}") for i in range(5)]
+    search.save(tmp_path / "s.pkl")
+    restored = sweep.StratifiedOptuna(load_spec(SPEC))
+    restored.restore(tmp_path / "s.pkl")
+    assert restored.asked == search.asked
+    assert restored.suggest("t2") == first[2]  # a known trial gets its config back
+    assert restored.suggest("t5") == search.suggest("t5")  # and new ones continue identically
+
+
+def test_no_search_params_still_runs_every_cell():
+    spec = load_spec({**SPEC, "search": {}, "trials_per_cell": 1})
+    search = sweep.StratifiedOptuna(spec)
+    assert [search.suggest(f"t{i}")["width"] for i in range(3)] == [8, 16, 32]
+
+
+@pytest.mark.parametrize(
+    "kind,cls",
+    [
+        ("tpe", optuna.samplers.TPESampler),
+        ("cmaes", optuna.samplers.CmaEsSampler),
+        ("qmc", optuna.samplers.QMCSampler),
+        ("random", optuna.samplers.RandomSampler),
+    ],
+)
+def test_samplers(kind, cls):
+    assert isinstance(sweep.make_sampler(kind, 0), cls)
+
+
+def test_reporter_turns_divergence_into_the_worst_value(monkeypatch):
+    sent = []
+    monkeypatch.setattr("ray.tune.report", lambda metrics: sent.append(metrics))
+    assert (
+        sweep.TuneReporter("test_mse", "min")(5, {"test_mse": math.nan, "diverged": 1.0}) is False
+    )
+    sweep.TuneReporter("test_acc", "max")(5, {"test_acc": math.nan})
+    sweep.TuneReporter("test_mse", "min")(7, {"test_mse": 0.25})
+    assert sent[0]["test_mse"] == math.inf and sent[0]["step"] == 5
+    assert sent[1]["test_acc"] == -math.inf
+    assert sent[2] == {"test_mse": 0.25, "step": 7}
+
+
+def test_probe_address_rejects_malformed_and_closed():
+    from service.errors import ClusterError
+
+    with pytest.raises(ClusterError, match="must look like HOST:PORT"):
+        sweep.probe_address("localhost")
+    with pytest.raises(ClusterError, match="cannot reach the Ray cluster at 127.0.0.1:9"):
+        sweep.probe_address("127.0.0.1:9", timeout=2)

@@ -1,0 +1,148 @@
+"""Driver-side MLflow logging against a real SQLite store, driven by stand-in Tune trials."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from service import conventions as cv
+from service import tracking
+from service.tracking import MlflowTracker, SweepRecord
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    config: dict
+    last_result: dict = field(default_factory=dict)
+    error_file: str | None = None
+
+    def __str__(self) -> str:
+        return f"run_trial_{self.trial_id}"
+
+
+def result(step: int, mse: float, **extra) -> dict:
+    return {"test_mse": mse, "test_mse/r0": mse, "train_mse": mse / 2, "step": step,
+            "training_iteration": step, "time_this_iter_s": 0.1, **extra}  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path):
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def new_tracker(uri: str) -> MlflowTracker:
+    record = SweepRecord(uri, "sw").open({cv.SPEC_SHA256: "abc"})
+    return MlflowTracker(
+        record, {cv.SPEC_SHA256: "abc"}, seeds_of=lambda c: [c["seed"]], cell_of=lambda c: "all"
+    )
+
+
+def runs_by_trial(uri: str) -> dict:
+    return {
+        r.data.tags[cv.TRIAL_ID]: r for r in SweepRecord(uri, "sw").open({}).trial_runs().values()
+    }
+
+
+def steps(uri: str, run_id: str) -> list[int]:
+    return [m.step for m in MlflowClient(uri).get_metric_history(run_id, "test_mse")]
+
+
+def feed(tracker: MlflowTracker, trial: FakeTrial, *results: dict) -> None:
+    for r in results:
+        trial.last_result = r
+        tracker.on_trial_result(0, [], trial, r)
+
+
+def test_metrics_are_batched_and_bookkeeping_is_left_out(store, monkeypatch):
+    tracker = new_tracker(store)
+    calls = []
+    real = tracker.client.log_batch
+    monkeypatch.setattr(
+        tracker.client, "log_batch", lambda *a, **k: calls.append(k) or real(*a, **k)
+    )
+    a = FakeTrial("a", {"seed": 3, "sigma_inv": 0.5})
+    tracker.on_step_begin(0, [a])
+    feed(tracker, a, result(1, 0.9), result(2, 0.5), result(3, 0.4))
+    tracker.on_trial_complete(0, [], a)
+    metric_calls = [c for c in calls if c.get("metrics")]
+    assert len(metric_calls) == 1 and len(metric_calls[0]["metrics"]) == 9  # 3 results x 3 metrics
+    run = runs_by_trial(store)["a"]
+    assert run.info.status == "FINISHED"
+    assert set(run.data.metrics) == {"test_mse", "test_mse/r0", "train_mse"}
+    assert run.data.tags[cv.SEED] == "3" and run.data.params["sigma_inv"] == "0.5"
+    assert steps(store, run.info.run_id) == [1, 2, 3]
+
+
+def test_resume_continues_the_same_run_without_duplicate_steps(store, monkeypatch):
+    monkeypatch.setattr(tracking, "FLUSH_EVERY_S", 0.0)  # flush every result, like a slow sweep
+    first = new_tracker(store)
+    b = FakeTrial("b", {"seed": 0})
+    first.on_step_begin(0, [b])
+    feed(first, b, result(1, 0.9), result(2, 0.5))
+    # the driver dies here; a new driver restores trial b from Ray's state and re-runs it
+    second = new_tracker(store)
+    second.on_step_begin(0, [b])
+    feed(second, b, result(1, 0.9), result(2, 0.5), result(3, 0.4))
+    second.on_trial_complete(0, [], b)
+    runs = runs_by_trial(store)
+    assert list(runs) == ["b"] and runs["b"].info.status == "FINISHED"
+    assert steps(store, runs["b"].info.run_id) == [1, 2, 3]
+
+
+def test_lost_trial_is_adopted_by_its_resuggestion_or_killed(store, monkeypatch):
+    monkeypatch.setattr(tracking, "FLUSH_EVERY_S", 0.0)
+    first = new_tracker(store)
+    c, e = FakeTrial("c", {"seed": 0, "x": 1.25}), FakeTrial("e", {"seed": 0, "x": 7.0})
+    first.on_step_begin(0, [c, e])
+    feed(first, c, result(1, 0.9))
+    feed(first, e, result(1, 0.8))
+    # Ray's saved state knew neither; the restored searcher re-suggests c's config as trial d
+    second = new_tracker(store)
+    d = FakeTrial("d", {"seed": 0, "x": 1.25})
+    second.on_step_begin(0, [])
+    feed(second, d, result(1, 0.9), result(2, 0.3))
+    second.on_trial_complete(0, [], d)
+    second.on_experiment_end([d])
+    runs = runs_by_trial(store)
+    assert sorted(runs) == ["d", "e"]  # c's run now belongs to d: one run for the one config
+    assert runs["d"].info.status == "FINISHED" and steps(store, runs["d"].info.run_id) == [1, 2]
+    assert runs["e"].info.status == "KILLED" and "lost" in runs["e"].data.tags[cv.FAILURE_REASON]
+
+
+def test_diverged_and_errored_trials_are_failed_with_reasons(store, tmp_path):
+    tracker = new_tracker(store)
+    f, g = FakeTrial("f", {"seed": 0}), FakeTrial("g", {"seed": 0})
+    tracker.on_step_begin(0, [f, g])
+    feed(
+        tracker,
+        f,
+        result(5, float("inf"), diverged=1.0, failure_reason="non-finite loss by step 5"),
+    )
+    tracker.on_trial_complete(0, [], f)
+    (tmp_path / "error.txt").write_text("Traceback ...\nRuntimeError: CUDA out of memory\n")
+    g.error_file = str(tmp_path / "error.txt")
+    tracker.on_trial_error(0, [], g)
+    runs = runs_by_trial(store)
+    assert runs["f"].info.status == "FAILED"
+    assert runs["f"].data.tags[cv.FAILURE_REASON] == "non-finite loss by step 5"
+    assert runs["g"].info.status == "FAILED"
+    assert runs["g"].data.tags[cv.FAILURE_REASON] == "RuntimeError: CUDA out of memory"
+
+
+def test_unfinished_trials_are_killed_when_the_sweep_ends(store):
+    tracker = new_tracker(store)
+    h = FakeTrial("h", {"seed": 0})
+    tracker.on_step_begin(0, [h])
+    feed(tracker, h, result(1, 0.5))
+    tracker.on_experiment_end([h])
+    run = runs_by_trial(store)["h"]
+    assert run.info.status == "KILLED" and steps(store, run.info.run_id) == [1]
+
+
+def test_artifacts_sit_beside_a_sqlite_store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    assert tracking.local_artifact_root(uri) == (tmp_path / "mlartifacts").as_uri()
+    assert tracking.local_artifact_root("http://127.0.0.1:5000") is None
