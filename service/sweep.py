@@ -26,6 +26,7 @@ from service import conventions as cv
 from service.errors import ClusterError, SpecError, SweepError
 from service.spec import Spec
 from service.tracking import MlflowTracker, SweepRecord, git_sha, resolve_tracking_uri
+from service.trial import run_trial
 
 METADATA = "smoothsweep.json"  # beside Ray's state: what `resume` needs to rebuild the Tuner
 DEFAULT_STORAGE = "sweeps"
@@ -39,44 +40,6 @@ class SweepResult:
     parent_run_id: str
     num_trials: int
     num_errors: int
-
-
-# --- the trainable --------------------------------------------------------------------------------
-
-
-class TuneReporter:
-    """Adapts the trainables' `report(step, metrics)` to `ray.tune.report`.
-
-    A diverged trial reports its objective as the worst possible value: Optuna then learns that the
-    region is bad (a failed trial would be ignored by TPE), and MLflow still marks the run FAILED.
-    """
-
-    def __init__(self, metric: str, mode: str) -> None:
-        self.metric = metric
-        self.worst = math.inf if mode == "min" else -math.inf
-
-    def __call__(self, step: int, metrics: Mapping[str, Any]) -> bool:
-        from ray import tune
-
-        out = dict(metrics)
-        out["step"] = step
-        value = out.get(self.metric)
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            out[self.metric] = self.worst
-        tune.report(out)
-        return False  # Tune stops a trial itself (scheduler decisions end the function)
-
-
-def run_trial(config: dict[str, Any], experiment: str, metric: str, mode: str) -> None:
-    """The function trainable: one trial, all its replicas, on the device Ray assigned."""
-    import ray
-    import torch
-
-    import trainables
-
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
-    trainables.load(experiment).run(config, TuneReporter(metric, mode))
 
 
 # --- search: one Optuna study per cell ------------------------------------------------------------
@@ -171,15 +134,16 @@ class StratifiedOptuna(Searcher):
 # --- running --------------------------------------------------------------------------------------
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Local Ray by default (no dashboard, loopback only); `address` joins a running cluster."""
+def configure_tune() -> None:
+    """Process settings our sweeps rely on, applied by the entry points (never at import).
+
+    Tune reads them when a Tuner is built, so they hold even when the caller started Ray itself.
+    A value the user already exported wins.
+    """
     import logging
 
     import optuna
-    import ray
 
-    if ray.is_initialized():
-        return
     # Tune writes CSV/JSON/TensorBoard logs per trial by default; MLflow is our record.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # resume loses at most ~2 s of state
@@ -187,6 +151,15 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # ResultGrid looks for per-trial result files that we deliberately do not write.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Local Ray by default (no dashboard, loopback only); `address` joins a running cluster."""
+    import ray
+
+    configure_tune()
+    if ray.is_initialized():
+        return
     if address:
         probe_address(address)
     try:

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from trainables.config import ExperimentConfig, require
 
 Activation = Literal["tanh", "relu"]
+# Above this many input elements the broadcast's temporary costs more memory than the bmm saves.
+_BROADCAST_LIMIT = 4_000_000
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"tanh": torch.tanh, "relu": torch.relu}
 
 
@@ -82,6 +84,9 @@ class ReplicaLinear(nn.Module):
         if self.n_in == 1:
             # An outer product: broadcasting beats a bmm with inner dimension 1.
             return x * w + b
+        if self.n_out == 1 and x.numel() <= _BROADCAST_LIMIT:
+            # CPU bmm takes a slow path for a single output column; a product and a sum do not.
+            return (x * w.mT).sum(dim=-1, keepdim=True) + b
         return torch.baddbmm(b, x, w)
 
 

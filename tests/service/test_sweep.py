@@ -9,6 +9,7 @@ import pytest
 
 from service import sweep
 from service.spec import load_spec
+from service.trial import TuneReporter
 
 SPEC = {
     "name": "t",
@@ -82,11 +83,9 @@ def test_samplers(kind, cls):
 def test_reporter_turns_divergence_into_the_worst_value(monkeypatch):
     sent = []
     monkeypatch.setattr("ray.tune.report", lambda metrics: sent.append(metrics))
-    assert (
-        sweep.TuneReporter("test_mse", "min")(5, {"test_mse": math.nan, "diverged": 1.0}) is False
-    )
-    sweep.TuneReporter("test_acc", "max")(5, {"test_acc": math.nan})
-    sweep.TuneReporter("test_mse", "min")(7, {"test_mse": 0.25})
+    assert TuneReporter("test_mse", "min")(5, {"test_mse": math.nan, "diverged": 1.0}) is False
+    TuneReporter("test_acc", "max")(5, {"test_acc": math.nan})
+    TuneReporter("test_mse", "min")(7, {"test_mse": 0.25})
     assert sent[0]["test_mse"] == math.inf and sent[0]["step"] == 5
     assert sent[1]["test_acc"] == -math.inf
     assert sent[2] == {"test_mse": 0.25, "step": 7}
