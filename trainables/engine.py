@@ -100,12 +100,14 @@ def train(
     evaluate: Evaluate,
     schedule: Schedule,
     report: Reporter = no_report,
+    grad_probe: Evaluate | None = None,
 ) -> Outcome:
     """Train all replicas together; report mean and per-replica metrics every `eval_every` steps.
 
     A non-finite loss in any replica ends training with status "diverged" and a reason naming the
     replicas and the step, reported as the final metrics (never an exception: a diverging trial is
-    a result of the sweep, not a crash of it).
+    a result of the sweep, not a crash of it). `grad_probe(model)` runs on the gradients of each
+    evaluation step, right after the backward pass, and its values join that step's metrics.
     """
     optimizer = make_optimizer(model.parameters(), schedule)
     decay = torch.optim.lr_scheduler.StepLR(optimizer, schedule.decay_every, schedule.lr_decay)
@@ -119,12 +121,14 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         # The sum keeps every replica's gradient equal to the gradient it would have alone.
         loss.sum().backward()
+        evaluating = step % schedule.eval_every == 0 or step == schedule.steps
+        probed = grad_probe(model) if evaluating and grad_probe is not None else {}
         optimizer.step()
         decay.step()
-        if step % schedule.eval_every and step != schedule.steps:
+        if not evaluating:
             continue
         bad = (~finite).nonzero().flatten().tolist()
-        metrics = summarise(evaluate(model))
+        metrics = summarise({**evaluate(model), **probed})
         if bad:
             reason = f"non-finite loss in replica(s) {bad} by step {step} (lr={schedule.lr:g})"
             metrics.update({"diverged": 1.0, "failure_reason": reason})

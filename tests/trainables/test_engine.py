@@ -108,3 +108,24 @@ def test_cross_entropy_matches_torch_per_replica():
     assert math.isclose(
         engine.accuracy(torch.eye(2).expand(1, 2, 2), torch.tensor([[0, 0]])).item(), 0.5
     )
+
+
+def test_grad_probe_sees_the_gradients_of_evaluation_steps():
+    from trainables.data import Split
+    from trainables.nn import ReplicaMLP, replica_generators
+
+    model = ReplicaMLP([1, 4, 1], replica_generators([0, 1], "init"), activation="relu")
+    split = Split(torch.linspace(-1, 1, 8).view(1, 8, 1).repeat(2, 1, 1), torch.zeros(2, 8, 1))
+    seen = []
+
+    def probe(m):
+        grads = m.layers[0].weight.grad
+        seen.append(grads.clone())
+        return {"grad_norm": grads.flatten(1).norm(dim=1)}
+
+    sched = engine.Schedule(steps=4, lr=0.1, eval_every=2)
+    reports = []
+    engine.train(model, engine.full_batch(split), engine.mse, lambda m: {}, sched,
+                 lambda s, m: reports.append(m), grad_probe=probe)  # fmt: skip
+    assert len(seen) == 2  # steps 2 and 4 only
+    assert reports[0]["grad_norm/r1"] == pytest.approx(seen[0][1].norm().item())
