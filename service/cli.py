@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("experiment")
     _overrides(s)
     s.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when visible)")
+    s.add_argument("--artifacts", metavar="DIR", help="write the run's plots (JSON + PNG) here")
     _format(s, ("table", "json"))
     s.set_defaults(func=cmd_train)
 
@@ -160,6 +161,7 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import trainables
+    from trainables.artifacts import ARTIFACTS
     from trainables.config import parse_override
 
     module = trainables.load(args.experiment)
@@ -174,6 +176,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         return False
 
     metrics = module.run(config, report, device=args.device)
+    payloads = metrics.pop(ARTIFACTS, None) or {}
+    if payloads and args.artifacts:
+        from service.plots import render_artifact
+
+        out = Path(args.artifacts)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, payload in payloads.items():
+            (out / f"{name}.json").write_text(json.dumps(payload))
+            render_artifact(payload, out / f"{name}.png")
+        print(f"artifacts: {', '.join(sorted(payloads))} in {out}", file=sys.stderr)
+    elif payloads:
+        print(f"artifacts: {', '.join(sorted(payloads))} (pass --artifacts DIR to save them)",
+              file=sys.stderr)  # fmt: skip
     if args.format == "json":
         print(json.dumps(metrics, indent=2))
     else:

@@ -96,3 +96,42 @@ def _draw_optimum(ax: Any, best: pd.Series, color: str) -> None:
     low, high = best.get("ci_low", math.nan), best.get("ci_high", math.nan)
     if np.isfinite(low) and np.isfinite(high):
         ax.axvspan(low, high, color=color, alpha=0.1, linewidth=0)
+
+
+def render_artifact(payload: dict[str, Any], path: str | Path) -> Path:
+    """Render a trainable's plot data (`trainables.artifacts`) to a PNG, by its `kind`."""
+    kind = payload.get("kind")
+    fig = Figure(figsize=(6.4, 4.8), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if kind == "surface":
+        mesh = ax.pcolormesh(payload["x"], payload["y"], np.asarray(payload["z"]), shading="auto")
+        fig.colorbar(mesh, ax=ax, label=payload.get("z_label", ""))
+        points = payload.get("points")
+        if points:
+            ax.scatter(points["x"], points["y"], c=points.get("c"), s=6, cmap="coolwarm",
+                       edgecolors="k", linewidths=0.2)  # fmt: skip
+    elif kind == "curves":
+        for s in payload["series"]:
+            style = (
+                {"linestyle": "none", "marker": ".", "markersize": 4} if s.get("markers") else {}
+            )
+            ax.plot(s["x"], s["y"], label=s["label"], **style)
+        if payload.get("log_x"):
+            ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    elif kind == "histogram":
+        edges = np.asarray(payload["edges"])
+        for s in payload["series"]:
+            ax.stairs(s["counts"], edges, label=s["label"], alpha=0.8)
+        ax.legend(fontsize=8)
+    else:
+        raise ValueError(f"`kind` must be surface, curves or histogram, but got {kind!r}")
+    ax.set_xlabel(payload.get("x_label", ""))
+    ax.set_ylabel(payload.get("y_label", ""))
+    ax.set_title(payload.get("title", ""))
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

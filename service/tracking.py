@@ -25,6 +25,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from service import conventions as cv
 from service.errors import tracking_error
+from trainables.artifacts import ARTIFACTS
 
 T = TypeVar("T")
 
@@ -38,6 +39,7 @@ NOT_METRICS = set(AUTO_RESULT_KEYS) | {
     "experiment_tag",
     "failure_reason",
 }
+ARTIFACT_ERROR = cv.PREFIX + "artifact_error"
 LOGGED_STEP = cv.PREFIX + "logged_step"  # last step flushed: a restarted trial skips up to it
 
 
@@ -246,6 +248,10 @@ class MlflowTracker(Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         run = self._ensure_run(trial)
+        # Popped before Tune stores the result, so plot data never bloats Tune's saved state.
+        payloads = result.pop(ARTIFACTS, None)
+        if payloads:
+            self._log_artifacts(run, payloads)
         step = int(result.get("step", result.get("training_iteration", 0)))
         if step <= run.logged_step:
             return  # a restarted trial replays steps that are already logged
@@ -341,6 +347,23 @@ class MlflowTracker(Callback):
                 )
                 return found
         return None
+
+    def _log_artifacts(self, run: _TrialRun, payloads: Mapping[str, Any]) -> None:
+        """Each payload as JSON and, rendered, as PNG; a bad payload is noted, never fatal."""
+        import tempfile
+
+        from service.plots import render_artifact
+
+        for name, payload in payloads.items():
+            self._call(lambda: self.client.log_dict(run.run_id, payload, f"{name}.json"), "log")
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    png = render_artifact(payload, Path(tmp) / f"{name}.png")
+                except (ValueError, KeyError, TypeError) as exc:
+                    note = f"{name}: {exc}"[:500]
+                    self._call(lambda: self.client.set_tag(run.run_id, ARTIFACT_ERROR, note), "tag")
+                    continue
+                self._call(lambda: self.client.log_artifact(run.run_id, str(png)), "log a plot")
 
     def _flush(self, run: _TrialRun) -> None:
         while run.buffer:

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor, nn
 
+from trainables.artifacts import ARTIFACTS
 from trainables.config import ExperimentConfig, require
 from trainables.data import Sampler, Split, stack
 from trainables.nn import replica_generators
@@ -101,6 +102,7 @@ def train(
     schedule: Schedule,
     report: Reporter = no_report,
     grad_probe: Evaluate | None = None,
+    artifacts: Callable[[nn.Module], dict[str, Any]] | None = None,
 ) -> Outcome:
     """Train all replicas together; report mean and per-replica metrics every `eval_every` steps.
 
@@ -108,6 +110,8 @@ def train(
     replicas and the step, reported as the final metrics (never an exception: a diverging trial is
     a result of the sweep, not a crash of it). `grad_probe(model)` runs on the gradients of each
     evaluation step, right after the backward pass, and its values join that step's metrics.
+    `artifacts(model)` runs once, at the last step, and its plot data (`trainables.artifacts`) goes
+    into the final report under "artifacts".
     """
     optimizer = make_optimizer(model.parameters(), schedule)
     decay = torch.optim.lr_scheduler.StepLR(optimizer, schedule.decay_every, schedule.lr_decay)
@@ -136,6 +140,9 @@ def train(
             return Outcome("diverged", step, metrics, reason)
         if step == schedule.steps:
             metrics["diverged"] = 0.0
+            if artifacts is not None:
+                with torch.no_grad():
+                    metrics[ARTIFACTS] = artifacts(model)
         if report(step, metrics):
             return Outcome("stopped", step, metrics)
     return Outcome("completed", schedule.steps, metrics)
@@ -149,6 +156,7 @@ def train_full_batch(
     evaluate: Callable[[nn.Module, Mapping[str, Split]], dict[str, Tensor]],
     report: Reporter,
     device: str | None = None,
+    artifacts: Callable[[nn.Module, Mapping[str, Split]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Move model and splits to the device, train on splits["train"], return the final metrics."""
     dev = pick_device(device)
@@ -160,6 +168,7 @@ def train_full_batch(
         lambda m: evaluate(m, on_device),
         cfg.schedule,
         report,
+        artifacts=(lambda m: artifacts(m, on_device)) if artifacts is not None else None,
     )
     return outcome.metrics
 

@@ -12,11 +12,14 @@ curve's noise comes from the models, not from the evaluation. Training is full b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trainables import engine
+import torch
+
+from trainables import artifacts, engine
 from trainables.config import ExperimentConfig, require
 from trainables.data import Split, sinusoid_sampler, stack
 from trainables.nn import NetworkConfig, ReplicaMLP, replica_generators
@@ -62,10 +65,27 @@ def evaluate(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, Any]:
     return engine.split_metrics(model, splits, {"mse": engine.mse})
 
 
+def fit_plot(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, Any]:
+    """Replica 0's learned function against sin(x) and its training points, on [-3π, 3π]."""
+    x = torch.linspace(-3 * math.pi, 3 * math.pi, 400, device=splits["train"].x.device)
+    pred = model(x.view(1, -1, 1).expand(model.replicas, -1, 1))[0, :, 0]
+    train = splits["train"]
+    return {
+        "fit": artifacts.curves(
+            {
+                "network (replica 0)": (x.tolist(), pred.tolist()),
+                "sin(x)": (x.tolist(), torch.sin(x).tolist()),
+                "training points": (train.x[0, :, 0].tolist(), train.y[0, :, 0].tolist()),
+            },
+            title="learned function", x_label="x", y_label="y", markers=["training points"],
+        )
+    }  # fmt: skip
+
+
 def run(
     config: Mapping[str, Any], report: engine.Reporter = engine.no_report, device: str | None = None
 ) -> dict[str, Any]:
     cfg = Config.from_mapping(config)
     return engine.train_full_batch(
-        cfg, cfg.make_mlp(1, 1), make_data(cfg), engine.mse, evaluate, report, device
+        cfg, cfg.make_mlp(1, 1), make_data(cfg), engine.mse, evaluate, report, device, fit_plot
     )

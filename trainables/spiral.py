@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from trainables import engine
+from trainables import artifacts, engine
 from trainables.config import require
 from trainables.data import Split, spiral, spiral_embedding, stack
 from trainables.nn import NetworkConfig, ReplicaMLP, replica_generators
@@ -94,10 +94,38 @@ def evaluate(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, torch.
     return metrics
 
 
+@torch.no_grad()
+def boundary_plot(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, Any]:
+    """Replica 0's P(class 1) over the plane with its test points (only without codimension)."""
+    test = splits["test"]
+    if test.x.shape[-1] != 2:
+        return {}
+    lim = float(test.x[0].abs().max()) * 1.1
+    axis = torch.linspace(-lim, lim, 80, device=test.x.device)
+    gx, gy = torch.meshgrid(axis, axis, indexing="xy")
+    grid = torch.stack([gx.flatten(), gy.flatten()], dim=1)
+    logits = model(grid.expand(model.replicas, -1, -1))[0]
+    prob = torch.softmax(logits, dim=-1)[:, 1].view(80, 80)
+    points = {"x": test.x[0, :, 0], "y": test.x[0, :, 1], "c": test.y[0].double()}
+    return {
+        "decision_boundary": artifacts.surface(
+            axis.tolist(), axis.tolist(), prob.tolist(), title="P(class 1), replica 0",
+            z_label="P(class 1)", points={k: v.tolist() for k, v in points.items()},
+        )
+    }  # fmt: skip
+
+
 def run(
     config: Mapping[str, Any], report: engine.Reporter = engine.no_report, device: str | None = None
 ) -> dict[str, Any]:
     cfg = Config.from_mapping(config)
     return engine.train_full_batch(
-        cfg, make_model(cfg), make_data(cfg), engine.cross_entropy, evaluate, report, device
+        cfg,
+        make_model(cfg),
+        make_data(cfg),
+        engine.cross_entropy,
+        evaluate,
+        report,
+        device,
+        boundary_plot,
     )

@@ -55,6 +55,8 @@ def test_runs_carry_reproduction_tags_params_and_metric_curves(smoke):
         history = client.get_metric_history(run.info.run_id, "test_mse")
         assert [m.step for m in history] == [20, 40, 60]  # every evaluation, each exactly once
         assert {"test_mse/r0", "test_mse/r1", "train_mse", "ood_mse"} <= set(run.data.metrics)
+        plots = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"fit.json", "fit.png"} <= plots
         mean = (run.data.metrics["test_mse/r0"] + run.data.metrics["test_mse/r1"]) / 2
         assert run.data.metrics["test_mse"] == pytest.approx(mean)
 

@@ -35,6 +35,7 @@ def test_train_prints_the_same_metrics_as_a_direct_run(capsys):
     direct = sinusoid.run(
         {"width": 8, "steps": 20, "eval_every": 10, "test_points": 30, "ood_points": 30}
     )
+    direct.pop("artifacts")  # the CLI writes plots to --artifacts, not to stdout
     assert json.loads(out) == pytest.approx(direct)
     assert "step 10:" in err and "step 20:" in err
 
@@ -79,3 +80,12 @@ def test_missing_sqlite_store_is_named(capsys, tmp_path):
     code, _, err = run_cli(capsys, "best", "x", "--tracking-uri", f"sqlite:///{tmp_path}/none.db")
     assert code == 1 and "does not exist" in err
     assert not (tmp_path / "none.db").exists()
+
+
+def test_train_writes_artifacts_when_asked(capsys, tmp_path):
+    sets = ["width=8", "steps=4", "eval_every=2", "test_points=10", "ood_points=10"]
+    args = sum((["--set", s] for s in sets), [])
+    code, out, err = run_cli(capsys, "train", "sinusoid", *args, "--artifacts", str(tmp_path))
+    assert code == 0 and "artifacts: fit in" in err
+    assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "fit.json").read_text())["kind"] == "curves"

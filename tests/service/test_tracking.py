@@ -146,3 +146,21 @@ def test_artifacts_sit_beside_a_sqlite_store(tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
     assert tracking.local_artifact_root(uri) == (tmp_path / "mlartifacts").as_uri()
     assert tracking.local_artifact_root("http://127.0.0.1:5000") is None
+
+
+def test_plot_data_is_logged_as_json_and_png_and_kept_out_of_tune_state(store):
+    from trainables import artifacts
+
+    tracker = new_tracker(store)
+    k = FakeTrial("k", {"seed": 0})
+    tracker.on_step_begin(0, [k])
+    payload = {"fit": artifacts.curves({"a": ([0, 1], [1, 0])}), "bad": {"kind": "pie"}}
+    final = result(1, 0.5, artifacts=payload)
+    feed(tracker, k, final)
+    tracker.on_trial_complete(0, [], k)
+    assert "artifacts" not in final  # popped before Tune stores the result
+    run = runs_by_trial(store)["k"]
+    names = {a.path for a in MlflowClient(store).list_artifacts(run.info.run_id)}
+    assert {"fit.json", "fit.png", "bad.json"} <= names and "bad.png" not in names
+    assert run.data.tags[tracking.ARTIFACT_ERROR].startswith("bad: `kind` must be")
+    assert run.info.status == "FINISHED"
