@@ -49,8 +49,8 @@ SPEEDUP_TARGET = 5.0
 OVERHEAD_TARGET_S = 0.5
 SIGMA_INV = {"low": 0.05, "high": 20.0}  # search_spaces/sinusoid.yaml
 LR = {"low": 1e-3, "high": 1e-2}
-# Tune settings read from the environment at fit time. service.sweep.configure_tune sets them for our
-# sweeps; stock Ray Tune runs with Ray's defaults (unset: loggers on, checkpoint period "auto").
+# Tune settings read from the environment at fit time. service.sweep.configure_tune sets them for
+# our sweeps; stock Ray Tune runs with Ray's defaults (unset: loggers on, checkpoint period "auto").
 TUNE_ENV = ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "TUNE_GLOBAL_CHECKPOINT_S")
 
 

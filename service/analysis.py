@@ -203,6 +203,7 @@ def _sweep_attrs(sweep: str, parent: Any) -> dict[str, Any]:
             for name, space in search.items()
         },
         "parent_run_id": parent.info.run_id,
+        "overlay": tags.get(cv.OVERLAY),
     }
 
 

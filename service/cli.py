@@ -197,10 +197,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from service.spec import load_spec
+    from service.spec import load_spec, overlay_spec
     from service.sweep import default_name, run_sweep
 
     spec = load_spec(args.spec, args.profile, args.set)
+    companion = overlay_spec(spec, args.profile)
     name = args.name or default_name(spec)
     _check_address(args)
     print(
@@ -209,7 +210,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     result = run_sweep(
-        spec, name=name, tracking_uri=args.tracking_uri, storage=args.storage, address=args.address
+        spec,
+        name=name,
+        tracking_uri=args.tracking_uri,
+        storage=args.storage,
+        address=args.address,
+        overlay=companion,
     )
     return _finish(result, args)
 
@@ -248,6 +254,9 @@ def _finish(result: Any, args: argparse.Namespace) -> int:
     if summary.optimum is not None:
         print("optimum length scale:")
         emit(summary.optimum, args.format)
+    if summary.overlay_optimum is not None:
+        print(f"optimum length scale of the overlay sweep {result.overlay}:")
+        emit(summary.overlay_optimum, args.format)
         print(f"curve: {summary.png}")
     print(f"resume: smoothsweep resume {result.name} --storage {result.storage.parent}")
     return 1 if result.num_errors else 0

@@ -30,6 +30,8 @@ SEARCH = (
     PREFIX + "search"
 )  # JSON {name: {"low": .., "high": .., "log": ..}} of searched floats/ints
 
+OVERLAY = PREFIX + "overlay_sweep"  # the companion sweep drawn on the same curve (e.g. the GP)
+
 TRIAL_ID = PREFIX + "trial_id"  # Ray Tune trial id: the key that makes logging restore-safe
 CELL = PREFIX + "cell"  # axis cell of the trial, e.g. "width=1000"
 CONFIG = PREFIX + "config"  # JSON of the trial's full config, with types

@@ -7,6 +7,8 @@ plotting touches no global figure state, needs no display and is safe in a serve
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,16 @@ from service.analysis import CURVE_COLUMNS
 from service.conventions import cell_label
 
 
+@dataclass(frozen=True)
+class Overlay:
+    """A companion curve on the same axes, e.g. the GP's error against λ (paper 000 Fig. 3)."""
+
+    label: str
+    curve: pd.DataFrame
+    optimum: pd.DataFrame | None
+    x: str
+
+
 def plot_length_scale_curves(
     curve: pd.DataFrame,
     optimum: pd.DataFrame | None,
@@ -27,42 +39,30 @@ def plot_length_scale_curves(
     metric_label: str = "test_mse",
     by: list[str] | None = None,
     title: str | None = None,
+    overlays: Sequence[Overlay] = (),
 ) -> Path:
     """Draw one metric-vs-x line with its CI band per group, and each group's optimum with its CI.
 
     `curve` is `analysis.length_scale_curve` output and `optimum` that of `analysis.optimum`;
     `by` defaults to the curve's grouping columns (those that are neither x nor statistics).
     The legend marks an optimum at the edge of the searched range, which deserves a wider search.
+    Each overlay is drawn dashed, in its own colours, against its own length-scale column.
     """
-    if x not in curve.columns:
-        columns = ", ".join(map(str, curve.columns))
-        raise ValueError(f"`x` must be a column of the curve, but got {x!r} (columns: {columns})")
-    if curve.empty:
-        raise ValueError("`curve` must have at least one row, but got an empty frame")
-    if by is None:
-        by = [c for c in curve.columns if c != x and c not in CURVE_COLUMNS]
-    optima = _optima_by_group(optimum, by)
-
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    groups = curve.groupby(by, sort=True, dropna=False) if by else [((), curve)]
-    for index, (key, part) in enumerate(groups):
-        part = part.sort_values(x)
-        color = f"C{index % 10}"
-        label = cell_label(dict(zip(by, key, strict=True))) if by else metric_label
-        best = optima.get(tuple(key))
-        if best is not None:
-            label += _optimum_label(best)
-            _draw_optimum(ax, best, color)
-        ax.plot(part[x], part["mean"], marker="o", markersize=3, color=color, label=label)
-        ax.fill_between(part[x], part["ci_low"], part["ci_high"], color=color, alpha=0.2)
-
+    used = _draw_groups(ax, curve, optimum, x, by, metric_label, "", "-", 0)
+    for overlay in overlays:
+        used += _draw_groups(
+            ax, overlay.curve, overlay.optimum, overlay.x, None, overlay.label,
+            f"{overlay.label} ", "--", used,
+        )  # fmt: skip
+    means = pd.concat([curve["mean"], *(o.curve["mean"] for o in overlays)])
     ax.set_xscale("log")
-    if (curve["mean"] > 0).all():
+    if (means > 0).all():
         # Error curves span decades near a bad length scale; a band's low end may reach 0.
         ax.set_yscale("log", nonpositive="clip")
-    ax.set_xlabel(x)
+    ax.set_xlabel(" / ".join([x, *(o.x for o in overlays)]))
     ax.set_ylabel(metric_label)
     ax.set_title(title or f"{metric_label} vs {x}")
     ax.grid(True, which="major", alpha=0.3)
@@ -72,6 +72,41 @@ def plot_length_scale_curves(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=120)
     return path
+
+
+def _draw_groups(
+    ax: Any,
+    curve: pd.DataFrame,
+    optimum: pd.DataFrame | None,
+    x: str,
+    by: list[str] | None,
+    fallback_label: str,
+    prefix: str,
+    linestyle: str,
+    first_color: int,
+) -> int:
+    """One line and CI band per group, with its optimum; returns how many colours it used."""
+    if x not in curve.columns:
+        columns = ", ".join(map(str, curve.columns))
+        raise ValueError(f"`x` must be a column of the curve, but got {x!r} (columns: {columns})")
+    if curve.empty:
+        raise ValueError("`curve` must have at least one row, but got an empty frame")
+    if by is None:
+        by = [c for c in curve.columns if c != x and c not in CURVE_COLUMNS]
+    optima = _optima_by_group(optimum, by)
+    groups = list(curve.groupby(by, sort=True, dropna=False)) if by else [((), curve)]
+    for index, (key, part) in enumerate(groups):
+        part = part.sort_values(x)
+        color = f"C{(first_color + index) % 10}"
+        label = prefix + (cell_label(dict(zip(by, key, strict=True))) if by else fallback_label)
+        best = optima.get(tuple(key))
+        if best is not None:
+            label += _optimum_label(best)
+            _draw_optimum(ax, best, color)
+        ax.plot(part[x], part["mean"], marker="o", markersize=3, color=color, label=label,
+                linestyle=linestyle)  # fmt: skip
+        ax.fill_between(part[x], part["ci_low"], part["ci_high"], color=color, alpha=0.2)
+    return len(groups)
 
 
 def _optima_by_group(optimum: pd.DataFrame | None, by: list[str]) -> dict[tuple[Any, ...], Any]:

@@ -25,6 +25,7 @@ class Summary:
     curve: pd.DataFrame | None
     optimum: pd.DataFrame | None
     png: Path | None
+    overlay_optimum: pd.DataFrame | None = None
 
 
 def default_x(trials: pd.DataFrame) -> str | None:
@@ -58,6 +59,7 @@ def summarise(
         return Summary(trials, best, None, None, None)
     curve = analysis.length_scale_curve(trials, x=x, metric=metric, by=by or None)
     optimum = analysis.optimum(trials, x=x, metric=metric, by=by or None)
+    overlay, overlay_optimum = _overlay(trials.attrs.get("overlay"), tracking_uri, metric)
     png = plots.plot_length_scale_curves(
         curve,
         optimum,
@@ -66,10 +68,27 @@ def summarise(
         metric_label=metric or trials.attrs.get("objective_metric", "metric"),
         by=by or None,
         title=sweep,
+        overlays=[overlay] if overlay is not None else [],
     )
     if log_to_mlflow:
         record = SweepRecord(tracking_uri, sweep)
         record.parent_run_id = trials.attrs.get("parent_run_id")
         if record.parent_run_id:
             record.log_artifact(png)
-    return Summary(trials, best, curve, optimum, Path(png))
+    return Summary(trials, best, curve, optimum, Path(png), overlay_optimum)
+
+
+def _overlay(
+    sweep: str | None, tracking_uri: str, metric: str | None
+) -> tuple[plots.Overlay | None, pd.DataFrame | None]:
+    """The companion sweep's curve over all its trials (one group), labelled by its experiment."""
+    if not sweep:
+        return None, None
+    trials = analysis.load_trials(sweep, tracking_uri)
+    x = default_x(trials)
+    if x is None or not (trials["status"] == "FINISHED").any():
+        return None, None
+    curve = analysis.length_scale_curve(trials, x=x, metric=metric)
+    optimum = analysis.optimum(trials, x=x, metric=metric)
+    label = trials.attrs.get("experiment") or sweep
+    return plots.Overlay(label, curve, optimum, x), optimum.assign(sweep=sweep)

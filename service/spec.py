@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import hashlib
 import itertools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -107,10 +108,11 @@ class Spec(_Strict):
     trials_per_cell: int = Field(8, ge=1)
     max_concurrent: int = Field(2, ge=1)
     sampler: Literal["tpe", "cmaes", "qmc", "random"] = "tpe"
-    seed: int = 0
+    sampler_seed: int = 0  # seeds the Optuna sampler of cell i with sampler_seed + i
     asha: Asha | None = None
     resources: Resources = Resources()
     max_failures: int = Field(0, ge=0)
+    overlay: str | None = None
     profiles: dict[str, dict[str, Any]] = {}
 
     @model_validator(mode="after")
@@ -181,6 +183,27 @@ class Spec(_Strict):
 # --- loading --------------------------------------------------------------------------------------
 
 
+def overlay_spec(spec: Spec, profile: str | None = None) -> Spec | None:
+    """The companion sweep a spec asks for (`overlay: gp_sinusoid`), on the same data.
+
+    It runs with the same profile when it defines one, and inherits every fixed value both
+    experiments' Configs share (seed, replicas, the data fields), so that for each seed the two
+    sweeps see the same points.
+    """
+    if spec.overlay is None:
+        return None
+    import yaml
+
+    path = resolve_path(spec.overlay)
+    profiles = (yaml.safe_load(path.read_text()) or {}).get("profiles") or {}
+    companion = load_spec(path, profile if profile in profiles else None)
+    ours = {f.name for f in dataclasses.fields(trainables.load(spec.experiment).Config)}
+    theirs = {f.name for f in dataclasses.fields(trainables.load(companion.experiment).Config)}
+    shared = sorted((ours & theirs & set(spec.fixed)) - set(companion.axes) - set(companion.search))
+    overrides = [f"{k}={json.dumps(spec.fixed[k])}" for k in shared]
+    return load_spec(path, profile if profile in profiles else None, overrides)
+
+
 def shipped_specs() -> dict[str, Path]:
     """Specs shipped in the `search_spaces` package: name -> path."""
     root = resources.files("search_spaces")
@@ -247,7 +270,7 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-SPEC_KEYS = {"name", "trials_per_cell", "max_concurrent", "sampler", "seed", "max_failures"}
+SPEC_KEYS = {"name", "trials_per_cell", "max_concurrent", "sampler", "sampler_seed", "max_failures"}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], source: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ its storage path with the searcher's state; MLflow ends up with every trial exac
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -40,6 +41,7 @@ class SweepResult:
     parent_run_id: str
     num_trials: int
     num_errors: int
+    overlay: str | None = None  # the companion sweep's name, when the spec asks for one
 
 
 # --- search: one Optuna study per cell ------------------------------------------------------------
@@ -79,7 +81,7 @@ class StratifiedOptuna(Searcher):
                 space=space,
                 metric=metric,
                 mode=mode,
-                sampler=make_sampler(spec.sampler, spec.seed + i),
+                sampler=make_sampler(spec.sampler, spec.sampler_seed + i),
             )
             if space
             else None
@@ -216,8 +218,13 @@ def run_sweep(
     storage: str | Path = DEFAULT_STORAGE,
     address: str | None = None,
     progress: bool = True,
+    overlay: Spec | None = None,
 ) -> SweepResult:
-    """Run a sweep to the end (or until interrupted; `resume_sweep` continues it)."""
+    """Run a sweep to the end (or until interrupted; `resume_sweep` continues it).
+
+    `overlay` (see `spec.overlay_spec`) runs next, as the sweep `<name>-overlay`, and is recorded on
+    this sweep's parent run so that its curve is drawn with this one.
+    """
     name = name or default_name(spec)
     uri = resolve_tracking_uri(tracking_uri)
     root = _sweep_dir(storage, name)
@@ -234,7 +241,15 @@ def run_sweep(
     meta = {"name": name, "tracking_uri": uri, "spec": spec.resolved(), "spec_sha256": spec.sha256}
     (root / METADATA).write_text(json.dumps(meta, indent=2))
     tuner = _build_tuner(spec, name, root.parent, record, progress)
-    return _fit(tuner, spec, name, uri, root, record)
+    result = _fit(tuner, spec, name, uri, root, record)
+    if overlay is None:
+        return result
+    companion = run_sweep(
+        overlay, name=f"{name}-overlay", tracking_uri=uri, storage=storage, progress=progress
+    )
+    record.tag(cv.OVERLAY, companion.name)
+    errors = result.num_errors + companion.num_errors
+    return dataclasses.replace(result, overlay=companion.name, num_errors=errors)
 
 
 def resume_sweep(

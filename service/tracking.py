@@ -177,6 +177,9 @@ class SweepRecord:
             if not token:
                 return runs
 
+    def tag(self, key: str, value: str) -> None:
+        with_retry(lambda: self.client.set_tag(self.parent_run_id, key, value), "tag", self.uri)
+
     def log_artifact(self, path: str | Path) -> None:
         with_retry(
             lambda: self.client.log_artifact(self.parent_run_id, str(path)),

@@ -41,6 +41,17 @@ def test_smoke_sweep_lands_every_trial_once_finished_under_one_parent(smoke):
     assert cells == ["width=16"] * 3 + ["width=64"] * 3  # stratified: each cell its quota
 
 
+def test_the_gp_overlay_runs_on_the_same_seeds_and_is_linked(smoke):
+    ws, proc = smoke
+    parent = parent_runs(ws.tracking_uri, "smk")[0]
+    assert parent.data.tags[cv.OVERLAY] == "smk-overlay"
+    gp_runs = child_runs(ws.tracking_uri, "smk-overlay")
+    assert len(gp_runs) == load_spec("gp_sinusoid", profile="smoke").num_trials
+    assert {r.data.tags[cv.SEEDS] for r in gp_runs} == {"0,1"}  # replicas inherited: same data
+    assert {json.loads(r.data.tags[cv.CONFIG])["test_points"] for r in gp_runs} == {200}
+    assert "optimum length scale of the overlay sweep smk-overlay" in proc.stdout
+
+
 def test_runs_carry_reproduction_tags_params_and_metric_curves(smoke):
     ws, _ = smoke
     spec = load_spec("sinusoid", profile="smoke")

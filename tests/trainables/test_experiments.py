@@ -25,7 +25,7 @@ def test_config_rejects_unknown_keys_and_bad_types(name):
 
 
 def test_unknown_experiment_names_the_known_ones():
-    with pytest.raises(KeyError, match="known: \\['gp', 'sinusoid', 'spiral'\\]"):
+    with pytest.raises(KeyError, match="known: \\[.*'sinusoid'.*\\]"):
         trainables.load("sinus")
 
 
