@@ -144,8 +144,8 @@ def render_artifact(payload: dict[str, Any], path: str | Path) -> Path:
         fig.colorbar(mesh, ax=ax, label=payload.get("z_label", ""))
         points = payload.get("points")
         if points:
-            ax.scatter(points["x"], points["y"], c=points.get("c"), s=6, cmap="coolwarm",
-                       edgecolors="k", linewidths=0.2)  # fmt: skip
+            colour = {"c": points["c"], "cmap": "coolwarm"} if "c" in points else {}
+            ax.scatter(points["x"], points["y"], s=6, edgecolors="k", linewidths=0.2, **colour)
     elif kind == "curves":
         for s in payload["series"]:
             style = (

@@ -73,3 +73,14 @@ def test_residual_adds_skip_between_equal_layers():
     h1 = torch.relu(model.layers[0](x))
     h2 = h1 + torch.relu(model.layers[1](h1))
     torch.testing.assert_close(model(x), model.layers[2](h2))
+
+
+@pytest.mark.parametrize(
+    "n_in,n_out,batch", [(1, 7, 5), (2, 9, 5), (30, 1, 5), (30, 8, 5), (3, 4, 400_000)]
+)
+def test_every_forward_path_equals_a_plain_matmul(n_in, n_out, batch):
+    """Broadcast fast paths (tiny fan-in, single output) and baddbmm agree with x @ W + b."""
+    layer = ReplicaLinear(n_in, n_out, gens(2))
+    x = torch.randn(2, batch, n_in)
+    expected = torch.stack([x[r] @ layer.weight[r] + layer.bias[r] for r in range(2)])
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
