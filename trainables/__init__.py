@@ -10,8 +10,10 @@ import importlib
 from types import ModuleType
 
 REGISTRY: dict[str, str] = {
+    "addition": "trainables.addition",
     "sinusoid": "trainables.sinusoid",
     "gp": "trainables.gp",
+    "digits_robustness": "trainables.digits_robustness",
     "spiral": "trainables.spiral",
 }
 

@@ -102,6 +102,7 @@ def train(
     schedule: Schedule,
     report: Reporter = no_report,
     grad_probe: Evaluate | None = None,
+    final_evaluate: Evaluate | None = None,
     artifacts: Callable[[nn.Module], dict[str, Any]] | None = None,
 ) -> Outcome:
     """Train all replicas together; report mean and per-replica metrics every `eval_every` steps.
@@ -110,8 +111,9 @@ def train(
     replicas and the step, reported as the final metrics (never an exception: a diverging trial is
     a result of the sweep, not a crash of it). `grad_probe(model)` runs on the gradients of each
     evaluation step, right after the backward pass, and its values join that step's metrics.
-    `artifacts(model)` runs once, at the last step, and its plot data (`trainables.artifacts`) goes
-    into the final report under "artifacts".
+    `final_evaluate(model)` adds metrics that are too costly for every evaluation (robustness under
+    attack, say) to the last step's. `artifacts(model)` runs once, at the last step, and its plot
+    data (`trainables.artifacts`) goes into the final report under "artifacts".
     """
     optimizer = make_optimizer(model.parameters(), schedule)
     decay = torch.optim.lr_scheduler.StepLR(optimizer, schedule.decay_every, schedule.lr_decay)
@@ -132,7 +134,10 @@ def train(
         if not evaluating:
             continue
         bad = (~finite).nonzero().flatten().tolist()
-        metrics = summarise({**evaluate(model), **probed})
+        last = step == schedule.steps and final_evaluate is not None
+        metrics = summarise(
+            {**evaluate(model), **probed, **(final_evaluate(model) if last else {})}
+        )
         if bad:
             reason = f"non-finite loss in replica(s) {bad} by step {step} (lr={schedule.lr:g})"
             metrics.update({"diverged": 1.0, "failure_reason": reason})
