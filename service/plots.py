@@ -148,9 +148,13 @@ def render_artifact(payload: dict[str, Any], path: str | Path) -> Path:
             ax.scatter(points["x"], points["y"], s=6, edgecolors="k", linewidths=0.2, **colour)
     elif kind == "curves":
         for s in payload["series"]:
-            style = (
-                {"linestyle": "none", "marker": ".", "markersize": 4} if s.get("markers") else {}
-            )
+            style: dict[str, Any] = {}
+            if s.get("markers"):
+                style.update(linestyle="none", marker=".", markersize=4)
+            if s.get("dashed"):
+                style["linestyle"] = "--"
+            if s.get("color") is not None:
+                style["color"] = f"C{s['color'] % 10}"
             ax.plot(s["x"], s["y"], label=s["label"], **style)
         if payload.get("log_x"):
             ax.set_xscale("log")

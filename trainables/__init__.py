@@ -14,6 +14,9 @@ REGISTRY: dict[str, str] = {
     "sinusoid": "trainables.sinusoid",
     "gp": "trainables.gp",
     "digits_robustness": "trainables.digits_robustness",
+    "energy_landscape": "trainables.energy_landscape",
+    "teacher_student": "trainables.teacher_student",
+    "bell_polynomial": "trainables.bell_polynomial",
     "spiral": "trainables.spiral",
 }
 

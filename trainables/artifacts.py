@@ -54,11 +54,17 @@ def curves(
     y_label: str = "y",
     log_x: bool = False,
     markers: Sequence[str] = (),
+    dashed: Sequence[str] = (),
+    colors: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Named lines {label: (x values, y values)}; the labels in `markers` are drawn as points."""
+    """Named lines {label: (x values, y values)}; the labels in `markers` are drawn as points, those
+    in `dashed` dashed; `colors` gives labels a colour index, so a model and its target can share
+    one."""
+    colors = colors or {}
     return {
         "kind": "curves", "title": title, "x_label": x_label, "y_label": y_label, "log_x": log_x,
-        "series": [{"label": k, "x": _floats(x), "y": _floats(y), "markers": k in markers}
+        "series": [{"label": k, "x": _floats(x), "y": _floats(y), "markers": k in markers,
+                    "dashed": k in dashed, "color": colors.get(k)}
                    for k, (x, y) in series.items()],
     }  # fmt: skip
 

@@ -61,7 +61,7 @@ class TrainingConfig(ExperimentConfig):
     decay_every: int = 500
     """steps between learning-rate decays (paper 000's code: 500)"""
     steps: int = 3000
-    """optimizer steps (paper 000 trains 50,000; the specs' profiles set it)"""
+    """optimizer steps (the specs' `paper` profiles carry each paper's budget)"""
     eval_every: int = 500
     """steps between evaluations (each one is a report to the scheduler)"""
 
@@ -190,13 +190,24 @@ def make_optimizer(params: Any, schedule: Schedule) -> torch.optim.Optimizer:
     raise ValueError(f"`optimizer` must be adam, sgd or adadelta, but got {schedule.optimizer!r}")
 
 
+MAX_REPLICA_METRICS = 32  # beyond this many replicas, per-replica metrics would flood the tracker
+
+
 def summarise(per_replica: Mapping[str, Tensor]) -> dict[str, float]:
-    """{metric: [R]} -> the mean under the plain name plus `metric/rK` for each replica."""
+    """{metric: [R]} -> the mean under the plain name plus `metric/rK` for each replica.
+
+    Past `MAX_REPLICA_METRICS` replicas (1,000 restarts of a tiny net, say) the replicas are
+    summarised instead, by `metric/std`, `metric/min` and `metric/max`.
+    """
     out: dict[str, float] = {}
     for name, values in per_replica.items():
-        vals = values.detach().double().cpu().flatten().tolist()
-        out[name] = sum(vals) / len(vals)
-        out.update({f"{name}/r{r}": v for r, v in enumerate(vals)})
+        vals = values.detach().double().cpu().flatten()
+        out[name] = vals.mean().item()
+        if len(vals) <= MAX_REPLICA_METRICS:
+            out.update({f"{name}/r{r}": v for r, v in enumerate(vals.tolist())})
+        else:
+            out.update({f"{name}/std": vals.std().item(), f"{name}/min": vals.min().item(),
+                        f"{name}/max": vals.max().item()})  # fmt: skip
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from trainables import artifacts, engine
+from trainables import artifacts, attacks, engine, probes
 from trainables.config import require
 from trainables.data import Split, spiral, spiral_embedding, stack
 from trainables.nn import NetworkConfig, ReplicaMLP, replica_generators
@@ -47,6 +47,15 @@ class Config(NetworkConfig, engine.TrainingConfig):
     test_points: int = 1000
     """test points per replica"""
 
+    noise_stds: tuple[float, ...] = (0.1, 0.3)
+    """input-noise std values for noise_acc_<std> (final evaluation)"""
+    fgsm_eps: tuple[float, ...] = (0.05, 0.1, 0.2)
+    """L∞ sizes for fgsm_acc_<eps> (final evaluation)"""
+    bim_eps: tuple[float, ...] = (0.05, 0.1, 0.2)
+    """L∞ sizes for bim_acc_<eps>: iterative FGSM, step 0.5·ε, clipped to the ε-ball"""
+    bim_steps: int = 10
+    """iterations of BIM"""
+
     objective: ClassVar[str] = "test_acc"
 
     def __post_init__(self) -> None:
@@ -56,6 +65,10 @@ class Config(NetworkConfig, engine.TrainingConfig):
         require(self.codimension >= 0, "codimension", ">= 0", self.codimension)
         require(self.train_points % 2 == 0, "train_points", "even", self.train_points)
         require(self.test_points % 2 == 0, "test_points", "even", self.test_points)
+        for name in ("noise_stds", "fgsm_eps", "bim_eps"):
+            values = getattr(self, name)
+            require(all(v >= 0 for v in values), name, "a list of values >= 0", list(values))
+        require(self.bim_steps >= 1, "bim_steps", ">= 1", self.bim_steps)
 
     @property
     def input_dim(self) -> int:
@@ -86,12 +99,27 @@ def make_model(cfg: Config) -> ReplicaMLP:
 
 @torch.no_grad()
 def evaluate(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, torch.Tensor]:
+    """Accuracy and loss per split, and each layer's weight statistics (thesis ch. 4.1)."""
     metrics = engine.split_metrics(
         model, splits, {"acc": engine.accuracy, "loss": engine.cross_entropy}
     )
-    for i, w in enumerate(model.effective_weights()):
-        metrics[f"fro_norm_l{i}"] = torch.linalg.matrix_norm(w, ord="fro")
+    metrics.update(probes.weight_statistics(model.effective_weights()))
     return metrics
+
+
+def robustness(model: ReplicaMLP, test: Split, cfg: Config) -> dict[str, torch.Tensor]:
+    """Test accuracy under input noise, FGSM and BIM at every configured size (thesis ch. 4.3)."""
+    noise = attacks.noise_attack(replica_generators(cfg.seeds, "noise"))
+    bim = partial(attacks.bim, steps=cfg.bim_steps)
+    out = {}
+    for prefix, attack, sizes, clean in (
+        ("noise_acc", noise, cfg.noise_stds, False),
+        ("fgsm_acc", attacks.fgsm, cfg.fgsm_eps, True),
+        ("bim_acc", bim, cfg.bim_eps, True),
+    ):
+        accs = attacks.robust_accuracy(model, test.x, test.y, attack, sizes, require_clean=clean)
+        out.update({f"{prefix}_{eps:g}": acc for eps, acc in accs.items()})
+    return out
 
 
 @torch.no_grad()
@@ -119,13 +147,18 @@ def run(
     config: Mapping[str, Any], report: engine.Reporter = engine.no_report, device: str | None = None
 ) -> dict[str, Any]:
     cfg = Config.from_mapping(config)
-    return engine.train_full_batch(
-        cfg,
-        make_model(cfg),
-        make_data(cfg),
+    dev = engine.pick_device(device)
+    splits = {k: v.to(dev) for k, v in make_data(cfg).items()}
+    model = make_model(cfg).to(dev)
+    outcome = engine.train(
+        model,
+        engine.full_batch(splits["train"]),
         engine.cross_entropy,
-        evaluate,
+        partial(evaluate, splits=splits),
+        cfg.schedule,
         report,
-        device,
-        boundary_plot,
+        grad_probe=lambda m: probes.zero_gradient_fraction(m.layers),
+        final_evaluate=partial(robustness, test=splits["test"], cfg=cfg),
+        artifacts=partial(boundary_plot, splits=splits),
     )
+    return outcome.metrics

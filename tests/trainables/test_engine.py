@@ -129,3 +129,11 @@ def test_grad_probe_sees_the_gradients_of_evaluation_steps():
                  lambda s, m: reports.append(m), grad_probe=probe)  # fmt: skip
     assert len(seen) == 2  # steps 2 and 4 only
     assert reports[0]["grad_norm/r1"] == pytest.approx(seen[0][1].norm().item())
+
+
+def test_many_replicas_are_summarised_not_listed():
+    values = torch.arange(40.0)
+    out = engine.summarise({"m": values})
+    assert out["m"] == pytest.approx(19.5) and out["m/min"] == 0.0 and out["m/max"] == 39.0
+    assert out["m/std"] == pytest.approx(values.std().item())
+    assert not any("/r" in k for k in out)

@@ -122,3 +122,33 @@ def test_spiral_learns_an_easy_spiral():
         }
     )
     assert out["test_acc"] > 0.9
+
+
+def test_higher_entanglement_means_more_turns_at_fixed_distance():
+    """Turns of an arm = (φ_max - φ_min) / 2π; the radius grows by `distance` per half turn."""
+    g = torch.Generator().manual_seed(0)
+    turns = []
+    for entanglement in (2 * math.pi, 4 * math.pi, 8 * math.pi):
+        x, label = data.spiral(g, 4000, entanglement=entanglement, distance=1.0)
+        angle = torch.atan2(x[label == 0, 1], x[label == 0, 0])
+        r = x[label == 0].norm(dim=1)
+        # unwrap the angle along increasing radius: total winding of arm 0
+        order = torch.argsort(r)
+        unwrapped = np.unwrap(angle[order].numpy())
+        turns.append((unwrapped.max() - unwrapped.min()) / (2 * math.pi))
+        assert r.max().item() == pytest.approx(entanglement / math.pi, rel=0.01)  # b·φ_max
+    assert turns[0] < turns[1] < turns[2]
+    assert turns[2] == pytest.approx((8 * math.pi - 0.5) / (2 * math.pi), rel=0.02)
+
+
+def test_spiral_reports_weight_statistics_gradient_sparsity_and_robustness():
+    cfg = {"width": 16, "steps": 40, "eval_every": 20, "train_points": 200, "test_points": 200,
+           "activation": "relu", "normalise": False, "entanglement": 6.283}  # fmt: skip
+    reports = []
+    out = spiral.run(cfg, lambda s, m: reports.append(dict(m)))
+    assert {"sv_max_l0", "cond_l1", "eig_abs_mean_l1", "zero_grad_l1"} <= set(reports[0])
+    assert "fgsm_acc_0.1" not in reports[0]  # robustness only at the final evaluation
+    for name in ("fgsm_acc_0.1", "bim_acc_0.1", "bim_acc_0.2"):
+        assert 0.0 <= out[name] <= out["test_acc"] + 1e-12
+    assert out["bim_acc_0.2"] <= out["fgsm_acc_0.2"] + 0.05  # iterating rarely helps the defender
+    assert 0.0 <= out["zero_grad_l1"] <= 1.0
