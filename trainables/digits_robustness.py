@@ -63,8 +63,6 @@ IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x
 @dataclass(frozen=True)
 class Config(NetworkConfig, engine.TrainingConfig):
     width: int = 10_000
-    weight_decay: float = 0.0
-    """Adam's L2 weight decay: the ReLU control of Fig. 7 (pointless on σ-normalised weights)"""
     batch_size: int = 128
     """mini-batch size, drawn with replacement per replica; 0 trains full batch"""
     test_points: int = 360
@@ -84,7 +82,6 @@ class Config(NetworkConfig, engine.TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         require(self.batch_size >= 0, "batch_size", ">= 0 (0 = full batch)", self.batch_size)
         if self.mnist_dir is None:
             ok = 1 <= self.test_points < DIGITS_IMAGES
@@ -95,17 +92,6 @@ class Config(NetworkConfig, engine.TrainingConfig):
             require(all(v >= 0 for v in values), name, "a list of values >= 0", values)
             names = [f"{v:g}" for v in values]
             require(len(set(names)) == len(names), name, "a list of distinct values", values)
-
-    @property
-    def schedule(self) -> engine.Schedule:
-        return engine.Schedule(
-            steps=self.steps,
-            lr=self.lr,
-            lr_decay=self.lr_decay,
-            decay_every=self.decay_every,
-            eval_every=self.eval_every,
-            weight_decay=self.weight_decay,
-        )
 
 
 @dataclass(frozen=True)

@@ -64,10 +64,13 @@ class TrainingConfig(ExperimentConfig):
     """optimizer steps (the specs' `paper` profiles carry each paper's budget)"""
     eval_every: int = 500
     """steps between evaluations (each one is a report to the scheduler)"""
+    weight_decay: float = 0.0
+    """L2 weight decay (paper 000's ReLU control, Fig. 7); no effect on σ-normalised weights"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.lr > 0, "lr", "> 0", self.lr)
+        require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         require(0 < self.lr_decay <= 1, "lr_decay", "in (0, 1]", self.lr_decay)
         require(self.decay_every >= 1, "decay_every", ">= 1", self.decay_every)
         require(self.steps >= 1, "steps", ">= 1", self.steps)
@@ -81,6 +84,7 @@ class TrainingConfig(ExperimentConfig):
             lr_decay=self.lr_decay,
             decay_every=self.decay_every,
             eval_every=self.eval_every,
+            weight_decay=self.weight_decay,
         )
 
 
