@@ -19,6 +19,12 @@ import pandas as pd
 from service.errors import SpecError, SweepError
 
 FORMATS = ("table", "json", "csv")
+DEFAULT_CLUSTER_STORAGE = "~/smoothsweep/sweeps"  # service.cluster's, without importing Ray here
+JOBS_ADDRESS_HELP = "the head's dashboard, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)"
+
+
+def _jobs_address() -> str | None:
+    return os.environ.get("RAY_API_SERVER_ADDRESS")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,13 +78,44 @@ def build_parser() -> argparse.ArgumentParser:
     _format(s)
     s.set_defaults(func=cmd_run)
 
+    s = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray Job")
+    s.add_argument("spec")
+    s.add_argument("--address", default=_jobs_address(), help=JOBS_ADDRESS_HELP)
+    s.add_argument("--profile", help="a profile defined in the spec, e.g. smoke")
+    _overrides(s)
+    s.add_argument("--name", help="sweep name (default: spec name + timestamp)")
+    s.add_argument("--tracking-uri", help="the MLflow server, as the cluster reaches it")
+    s.add_argument(
+        "--storage",
+        default=DEFAULT_CLUSTER_STORAGE,
+        help=f"Ray Tune state on the head (default: {DEFAULT_CLUSTER_STORAGE})",
+    )
+    s.add_argument("--wait", action="store_true", help="follow the job's logs until it ends")
+    s.set_defaults(func=cmd_submit)
+
     s = sub.add_parser("resume", help="continue an interrupted sweep")
     s.add_argument("sweep")
-    _location(s)
-    s.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    s.add_argument("--tracking-uri", help="default: the one the sweep ran with")
+    s.add_argument(
+        "--storage",
+        help=f"Ray Tune state (default: ./sweeps; on a cluster {DEFAULT_CLUSTER_STORAGE})",
+    )
+    s.add_argument(
+        "--address",
+        help="Ray cluster (default: a local Ray); http://HEAD:8265 resumes a submitted sweep",
+    )
+    s.add_argument("--wait", action="store_true", help="with an http address: follow the job")
     s.add_argument("--out", help="curve PNG (default: <storage>/<name>/curve.png)")
     _format(s)
     s.set_defaults(func=cmd_resume)
+
+    s = sub.add_parser("jobs", help="the sweeps submitted to a Ray cluster")
+    s.add_argument("action", choices=("list", "status", "logs", "stop"))
+    s.add_argument("job", nargs="?", help="the job id `submit` printed (not for list)")
+    s.add_argument("--address", default=_jobs_address(), help=JOBS_ADDRESS_HELP)
+    s.add_argument("--follow", action="store_true", help="logs: stream until the job ends")
+    _format(s)
+    s.set_defaults(func=cmd_jobs)
 
     s = sub.add_parser("best", help="the best configs of a sweep, per cell")
     s.add_argument("sweep")
@@ -203,7 +240,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.profile, args.set)
     companion = overlay_spec(spec, args.profile)
     name = args.name or default_name(spec)
-    _check_address(args)
+    if args.address:
+        from service.cluster import require_server_tracking
+        from service.sweep import probe_address
+
+        require_server_tracking(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+        probe_address(args.address)
     print(
         f"sweep {name}: {spec.experiment}, "
         f"{len(spec.cells())} cell(s) x {spec.trials_per_cell} trials",
@@ -220,24 +262,102 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _finish(result, args)
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from service import cluster
+    from service.spec import load_spec, overlay_spec
+    from service.sweep import default_name
+
+    if not args.address:
+        raise SpecError(f"submit needs --address: {JOBS_ADDRESS_HELP}")
+    spec = load_spec(args.spec, args.profile, args.set)  # a bad spec fails here, not on the head
+    overlay_spec(spec, args.profile)
+    uri = cluster.require_server_tracking(
+        args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    )
+    job = cluster.submit_run(
+        args.address,
+        args.spec,
+        name=args.name or default_name(spec),
+        tracking_uri=uri,
+        profile=args.profile,
+        overrides=args.set,
+        storage=args.storage,
+    )
+    return _submitted(job, args)
+
+
+def _submitted(job: Any, args: argparse.Namespace) -> int:
+    from service import cluster
+
+    print(job.job_id)
+    print(
+        f"sweep {job.sweep} submitted to {job.address}; "
+        f"follow it: smoothsweep jobs logs {job.job_id} --follow --address {job.address}",
+        file=sys.stderr,
+    )
+    if not args.wait:
+        return 0
+    status = cluster.follow_logs(job.address, job.job_id, lambda s: print(s, end="", flush=True))
+    print(f"job {job.job_id}: {status}", file=sys.stderr)
+    return 0 if status == "SUCCEEDED" else 1
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
+    from service import cluster
     from service.sweep import resume_sweep
 
-    _check_address(args)
+    if cluster.is_jobs_address(args.address):
+        job = cluster.submit_resume(
+            args.address,
+            args.sweep,
+            storage=args.storage or DEFAULT_CLUSTER_STORAGE,
+            tracking_uri=args.tracking_uri,
+        )
+        return _submitted(job, args)
+    if args.address:
+        from service.sweep import probe_address
+
+        probe_address(args.address)
     result = resume_sweep(
-        args.sweep, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address
+        args.sweep,
+        storage=args.storage or "sweeps",
+        tracking_uri=args.tracking_uri,
+        address=args.address,
     )
     args.top = 1
     return _finish(result, args)
 
 
-def _check_address(args: argparse.Namespace) -> None:
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if args.address and (not uri or uri.startswith(("sqlite:", "file:", "/", "."))):
-        raise SpecError(
-            "a cluster sweep needs a tracking server its driver can reach: pass --tracking-uri "
-            "http://HOST:PORT (a local file is not shared across nodes)"
-        )
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from service import cluster
+
+    if not args.address:
+        raise SpecError(f"jobs needs --address: {JOBS_ADDRESS_HELP}")
+    if args.action == "list":
+        rows = cluster.list_jobs(args.address)
+        emit(pd.DataFrame(rows), args.format)
+        return 0
+    if not args.job:
+        raise SpecError(f"jobs {args.action} needs a JOB id (see `smoothsweep jobs list`)")
+    if args.action == "status":
+        info = cluster.job_status(args.address, args.job)
+        if args.format == "json":
+            print(json.dumps(info, indent=2))
+        else:
+            note = f" ({info['message']})" if info["message"] else ""
+            print(f"{info['job']}: {info['status']}{note}")
+        return 0 if info["status"] in ("SUCCEEDED", "RUNNING", "PENDING") else 1
+    if args.action == "logs":
+        if args.follow:
+            status = cluster.follow_logs(
+                args.address, args.job, lambda t: print(t, end="", flush=True)
+            )
+            return 0 if status == "SUCCEEDED" else 1
+        print(cluster.job_logs(args.address, args.job), end="")
+        return 0
+    stopped = cluster.stop_job(args.address, args.job)
+    print(f"{args.job}: {'stopping' if stopped else 'already ended'}")
+    return 0
 
 
 def _finish(result: Any, args: argparse.Namespace) -> int:

@@ -16,13 +16,22 @@ import dataclasses
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 import trainables
 from service.conventions import cell_label, dumps
@@ -34,12 +43,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _not_a_bool(value: Any) -> Any:
+    # YAML reads yes/no/on/off as booleans; pydantic would take them as 1 and 0.
+    if isinstance(value, bool):
+        raise ValueError("Input should be a number, not a boolean")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_a_bool), AllowInfNan(False)]
+Integer = Annotated[int, BeforeValidator(_not_a_bool)]
+INT64 = 2**63
+
+
+def _numbers(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted path, value) of every int and float in a YAML tree; bools are not numbers."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _numbers(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _numbers(value, f"{path}.{i}")
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield path, node
+
+
 class SearchParam(_Strict):
     """One searched parameter: a float or int range (optionally log-uniform) or a set of choices."""
 
     type: Literal["float", "int", "categorical"] = "float"
-    low: float | None = None
-    high: float | None = None
+    low: Number | None = None
+    high: Number | None = None
     log: bool = False
     choices: list[Any] | None = None
 
@@ -81,14 +114,14 @@ class Objective(_Strict):
 class Asha(_Strict):
     """Asynchronous successive halving over reports (each evaluation is one report)."""
 
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(2.0, gt=1)
-    max_t: int | None = Field(None, ge=1)
+    grace_period: Integer = Field(1, ge=1)
+    reduction_factor: Number = Field(2.0, gt=1)
+    max_t: Integer | None = Field(None, ge=1)
 
 
 class Resources(_Strict):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    cpu: Number = Field(1.0, gt=0)
+    gpu: Number = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _whole_gpus(self) -> Resources:
@@ -105,15 +138,36 @@ class Spec(_Strict):
     fixed: dict[str, Any] = {}
     axes: dict[str, list[Any]] = {}
     search: dict[str, SearchParam] = {}
-    trials_per_cell: int = Field(8, ge=1)
-    max_concurrent: int = Field(2, ge=1)
+    trials_per_cell: Integer = Field(8, ge=1)
+    max_concurrent: Integer = Field(2, ge=1)
     sampler: Literal["tpe", "cmaes", "qmc", "random"] = "tpe"
-    sampler_seed: int = 0  # seeds the Optuna sampler of cell i with sampler_seed + i
+    # seeds the Optuna sampler of cell i with sampler_seed + i; NumPy wants seeds in [0, 2**32)
+    sampler_seed: Integer = Field(0, ge=0, lt=2**31)
     asha: Asha | None = None
     resources: Resources = Resources()
-    max_failures: int = Field(0, ge=0)
+    max_failures: Integer = Field(0, ge=0)
     overlay: str | None = None
     profiles: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_numbers(cls, data: Any) -> Any:
+        """NaN, ±inf and integers beyond 64 bits are never a setting (profiles: when applied)."""
+        if not isinstance(data, Mapping):
+            return data
+        body = {k: v for k, v in data.items() if k != "profiles"}
+        for path, value in _numbers(body):
+            if isinstance(value, float) and not math.isfinite(value):
+                shown = repr(value)
+            elif isinstance(value, int) and not -INT64 <= value < INT64:
+                shown = f"a {value.bit_length()}-bit integer"
+            else:
+                continue
+            raise ValueError(
+                f"`{path}`: {shown} is not a usable value "
+                f"(numbers must be finite, integers within 64 bits)"
+            )
+        return data
 
     @model_validator(mode="after")
     def _check_against_config(self) -> Spec:
@@ -138,8 +192,12 @@ class Spec(_Strict):
             if ka & kb:
                 raise ValueError(f"keys {sorted(ka & kb)} appear in both `{a}` and `{b}`")
         try:
+            examples = self._examples()
             for cell in self.cells():
-                config.from_mapping(self.trial_config(cell, self._examples()))
+                config.from_mapping(self.trial_config(cell, examples))
+            for key, param in self.search.items():  # every choice, not only the example
+                for choice in param.choices[1:] if param.type == "categorical" else []:
+                    config.from_mapping(self.trial_config(cell, {**examples, key: choice}))
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return self
@@ -192,16 +250,19 @@ def overlay_spec(spec: Spec, profile: str | None = None) -> Spec | None:
     """
     if spec.overlay is None:
         return None
-    import yaml
-
-    path = resolve_path(spec.overlay)
-    profiles = (yaml.safe_load(path.read_text()) or {}).get("profiles") or {}
-    companion = load_spec(path, profile if profile in profiles else None)
-    ours = {f.name for f in dataclasses.fields(trainables.load(spec.experiment).Config)}
-    theirs = {f.name for f in dataclasses.fields(trainables.load(companion.experiment).Config)}
-    shared = sorted((ours & theirs & set(spec.fixed)) - set(companion.axes) - set(companion.search))
-    overrides = [f"{k}={json.dumps(spec.fixed[k])}" for k in shared]
-    return load_spec(path, profile if profile in profiles else None, overrides)
+    try:
+        path = resolve_path(spec.overlay)
+        raw = read_yaml(path)
+        profiles = raw.get("profiles") if isinstance(raw, dict) else None
+        own = profile if isinstance(profiles, dict) and profile in profiles else None
+        companion = load_spec(path, own)
+        ours = {f.name for f in dataclasses.fields(trainables.load(spec.experiment).Config)}
+        theirs = {f.name for f in dataclasses.fields(trainables.load(companion.experiment).Config)}
+        shared = (ours & theirs & set(spec.fixed)) - set(companion.axes) - set(companion.search)
+        overrides = [f"{k}={json.dumps(spec.fixed[k])}" for k in sorted(shared)]
+        return load_spec(path, own, overrides)
+    except SpecError as exc:
+        raise SpecError(f"`overlay` {spec.overlay!r}: {exc}") from None
 
 
 def shipped_specs() -> dict[str, Path]:
@@ -238,19 +299,24 @@ def load_spec(
     else:
         path = resolve_path(spec)
         source = path.name
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise SpecError(f"{source}: not valid YAML{where}: fix the syntax") from None
+        raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a spec must be a YAML mapping, but got {type(raw).__name__}")
     if profile is not None:
-        profiles = raw.get("profiles") or {}
+        profiles = raw.get("profiles", {})
+        if not isinstance(profiles, dict):
+            raise SpecError(
+                f"{source}: `profiles` must be a mapping of name to partial spec, "
+                f"but got {type(profiles).__name__}"
+            )
         if profile not in profiles:
             raise SpecError(
                 f"{source}: unknown profile {profile!r}; the spec defines {sorted(profiles)}"
+            )
+        if not isinstance(profiles[profile], dict):
+            raise SpecError(
+                f"{source}: `profiles.{profile}` must be a mapping (a partial spec), "
+                f"but got {type(profiles[profile]).__name__}"
             )
         raw = deep_merge(raw, profiles[profile])
     raw = apply_overrides(raw, overrides, source)
@@ -258,6 +324,24 @@ def load_spec(
         return Spec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(f"{source}: {describe_error(exc)}") from None
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in `path`, read with the safe loader: a tag never builds an object."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"{path.name}: not UTF-8 text (byte {exc.start}): save the spec as UTF-8"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path.name}: not valid YAML{where}: fix the syntax") from None
+    except RecursionError:
+        raise SpecError(f"{path.name}: not a spec: YAML nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit limit
+        raise SpecError(f"{path.name}: not valid YAML: {str(exc).splitlines()[0]}") from None
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -182,11 +182,17 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 def probe_address(address: str, timeout: float = 10.0) -> None:
-    """Fail fast on an unreachable head: ray.init itself retries for minutes."""
+    """Fail fast on an unreachable head or a rejected token: ray.init itself retries for minutes."""
     import socket
 
     if address == "auto":
         return  # ray.init finds (or fails to find) the local cluster at once
+    if address.startswith(("http://", "https://")):
+        raise SpecError(
+            f"--address {address}: that is the Ray Jobs (dashboard) address; submit the sweep "
+            f"with `smoothsweep submit SPEC --address {address}`, or give run the GCS address "
+            f"HOST:6379 or ray://HOST:10001"
+        )
     hostport = address.removeprefix("ray://").split("/")[0]
     host, sep, port = hostport.rpartition(":")
     if not sep or not port.isdigit():
@@ -200,6 +206,23 @@ def probe_address(address: str, timeout: float = 10.0) -> None:
             f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
             f"is the head running? check --address"
         ) from None
+    if not address.startswith("ray://"):
+        _probe_gcs(address)
+
+
+def _probe_gcs(address: str) -> None:
+    """One GCS call: a token mismatch shows here in a second, not after ray.init's 20 s."""
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    from service.cluster import auth_hint
+
+    try:
+        GcsClient(address=address)
+    except AuthenticationError:
+        raise ClusterError(auth_hint(address)) from None
+    except Exception:  # anything else: let ray.init report it in its own words
+        pass
 
 
 def _sweep_dir(storage: str | Path, name: str) -> Path:

@@ -61,7 +61,14 @@ def local_artifact_root(tracking_uri: str) -> str | None:
 
 
 def git_sha() -> str:
-    """The code version: the checkout's commit (with '-dirty' for local changes) or 'unknown'."""
+    """The code version: the checkout's commit (with '-dirty' for local changes) or 'unknown'.
+
+    A job submitted to a cluster runs a copy of the code without its git history; the submitter
+    passes its own commit along in SMOOTHSWEEP_GIT_SHA.
+    """
+    passed = os.environ.get("SMOOTHSWEEP_GIT_SHA")
+    if passed:
+        return passed
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         require(self.replicas >= 1, "replicas", ">= 1", self.replicas)
+        require(self.seed >= 0, "seed", ">= 0 (NumPy and torch seeds are unsigned)", self.seed)
 
     @property
     def seeds(self) -> list[int]:
@@ -115,6 +117,7 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
             value = _float_literal(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         require(ok, name, "a number", value)
+        require(math.isfinite(float(value)), name, "a finite number", value)
         return float(value)
     if hint is str:
         require(isinstance(value, str), name, "a string", value)

@@ -63,8 +63,9 @@ class Config(NetworkConfig, engine.TrainingConfig):
         require(self.entanglement > self.phi_min, "entanglement", "> phi_min", self.entanglement)
         require(self.distance > 0, "distance", "> 0", self.distance)
         require(self.codimension >= 0, "codimension", ">= 0", self.codimension)
-        require(self.train_points % 2 == 0, "train_points", "even", self.train_points)
-        require(self.test_points % 2 == 0, "test_points", "even", self.test_points)
+        for name in ("train_points", "test_points"):
+            n = getattr(self, name)
+            require(n > 0 and n % 2 == 0, name, "even and > 0 (two balanced classes)", n)
         for name in ("noise_stds", "fgsm_eps", "bim_eps"):
             values = getattr(self, name)
             require(all(v >= 0 for v in values), name, "a list of values >= 0", list(values))
