@@ -179,8 +179,11 @@ def _submit(
     spec_file: Path | None,
     entrypoint_resources: dict[str, float] | None,
 ) -> Submitted:
+    import logging
+
     from service.tracking import git_sha
 
+    logging.getLogger("ray.dashboard").setLevel(logging.WARNING)  # one INFO line per upload
     client = connect(address)
     # `~` in a storage path means the head's home: let the job's shell expand it there.
     entrypoint = "python -m service.cli " + " ".join(

@@ -30,7 +30,7 @@ class ClusterError(SweepError):
 
 def tracking_error(exc: BaseException, uri: str, what: str = "answer") -> TrackingError:
     """A one-line TrackingError for an MLflow failure: unreachable server, or what it says."""
-    cause = _connection_cause(exc)
+    cause = connection_cause(exc)
     if cause is not None:
         return TrackingError(
             f"cannot reach the MLflow tracking server at {uri} ({type(cause).__name__}); "
@@ -40,7 +40,7 @@ def tracking_error(exc: BaseException, uri: str, what: str = "answer") -> Tracki
     return TrackingError(f"the MLflow tracking store at {uri} failed to {what}: {lines[0][:300]}")
 
 
-def _connection_cause(exc: BaseException) -> BaseException | None:
+def connection_cause(exc: BaseException) -> BaseException | None:
     """The network error inside an MlflowException, if that is what it wraps.
 
     MLflow's REST client reports refused connections and exhausted retries as a generic

@@ -10,12 +10,14 @@ its storage path with the searcher's state; MLflow ends up with every trial exac
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,11 +220,26 @@ def _probe_gcs(address: str) -> None:
     from service.cluster import auth_hint
 
     try:
-        GcsClient(address=address)
+        with _native_stderr_silenced():  # Ray's C++ client logs the refusal itself
+            GcsClient(address=address)
     except AuthenticationError:
         raise ClusterError(auth_hint(address)) from None
     except Exception:  # anything else: let ray.init report it in its own words
         pass
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _sweep_dir(storage: str | Path, name: str) -> Path:

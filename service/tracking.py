@@ -11,9 +11,13 @@ Library code never sets global MLflow state: the tracking URI is passed in expli
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import subprocess
+import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,10 +28,11 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from service import conventions as cv
-from service.errors import tracking_error
+from service.errors import connection_cause, tracking_error
 from trainables.artifacts import ARTIFACTS
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
 MAX_BATCH = 900  # MLflow accepts 1000 metrics per log_batch call
@@ -93,6 +98,95 @@ def with_retry(call: Callable[[], T], what: str, uri: str, tries: int = 4) -> T:
         try:
             return call()
         except Exception as exc:  # MLflow raises many types; all are "could not write"
+            if attempt == tries - 1:
+                raise tracking_error(exc, uri, what) from None
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+class Outbox:
+    """The tracker's writes, sent in order; while the server is unreachable they wait here.
+
+    A tracking server that restarts or drops off the network for a while must not fail the sweep or
+    lose a metric: writes queue up (in memory, on the driver) and go out, in their original order,
+    once the server answers again. Order matters: a run is created before its metrics are logged,
+    and a deferred write reads the run id only when it is sent. Only an outage longer than
+    `patience_s` ends the sweep, with an error that says so (Ray's saved state lets `resume` redo
+    what was not recorded).
+    """
+
+    RETRY_EVERY_S = 5.0
+
+    def __init__(self, uri: str, patience_s: float | None = None) -> None:
+        self.uri = uri
+        self.patience_s = (
+            float(os.environ.get("SMOOTHSWEEP_TRACKING_PATIENCE_S", "900"))
+            if patience_s is None
+            else patience_s
+        )
+        self.pending: deque[tuple[Callable[[], Any], str]] = deque()
+        self.down_since: float | None = None
+        self.next_try = 0.0
+
+    def put(self, fn: Callable[[], Any], what: str) -> None:
+        self.pending.append((fn, what))
+        self.drain()
+
+    def drain(self, block: bool = False) -> None:
+        """Send what is queued; with `block`, wait for the server (up to the patience)."""
+        while self.pending:
+            now = time.monotonic()
+            if self.down_since is not None and now < self.next_try:
+                if not block:
+                    return
+                time.sleep(self.next_try - now)
+            fn, what = self.pending[0]
+            try:
+                _attempt(fn, what, self.uri)
+            except _Unreachable as exc:
+                self._note_outage(exc.cause)
+                if not block:
+                    return
+                continue
+            self.pending.popleft()
+            if self.down_since is not None:
+                waited = time.monotonic() - self.down_since
+                log.warning("tracking server %s is back after %.0f s", self.uri, waited)
+                self.down_since = None
+
+    def _note_outage(self, cause: BaseException) -> None:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            log.warning(
+                "tracking server %s unreachable (%s); holding %d write(s) until it is back",
+                self.uri,
+                type(cause).__name__,
+                len(self.pending),
+            )
+        elif now - self.down_since > self.patience_s:
+            raise tracking_error(cause, self.uri, "answer") from None
+        self.next_try = now + self.RETRY_EVERY_S
+
+
+class _Unreachable(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _attempt(call: Callable[[], Any], what: str, uri: str, tries: int = 4) -> Any:
+    """One write: retried at once on a transient store error (a locked SQLite file); an
+    unreachable server raises `_Unreachable` for the outbox to wait on."""
+    delay = 0.5
+    for attempt in range(tries):
+        try:
+            return call()
+        except Exception as exc:  # MLflow raises many types; all are "could not write"
+            cause = connection_cause(exc)
+            if cause is not None:
+                raise _Unreachable(cause) from None
             if attempt == tries - 1:
                 raise tracking_error(exc, uri, what) from None
             time.sleep(delay)
@@ -173,7 +267,7 @@ class SweepRecord:
         token = None
         while True:
             page = with_retry(
-                lambda: self.client.search_runs(
+                lambda token=token: self.client.search_runs(
                     [self.experiment_id], filter_string, max_results=1000, page_token=token
                 ),
                 "search runs",
@@ -210,7 +304,7 @@ def _experiment_artifacts(uri: str, sweep: str) -> str | None:
 class _TrialRun:
     """Buffered state of one trial's child run."""
 
-    def __init__(self, run_id: str, logged_step: int) -> None:
+    def __init__(self, run_id: str | None, logged_step: int) -> None:
         self.run_id = run_id
         self.logged_step = logged_step
         self.buffer: list[Metric] = []
@@ -236,13 +330,16 @@ class MlflowTracker(Callback):
         self.runs: dict[str, _TrialRun] = {}
         self.existing = record.trial_runs()
         self.lost: dict[str, Any] | None = None
+        self.outbox = Outbox(record.uri)
+        self.scratch = Path(tempfile.mkdtemp(prefix="smoothsweep-plots-"))  # PNGs awaiting upload
 
     @property
     def client(self) -> MlflowClient:
         return self.record.client
 
-    def _call(self, fn: Callable[[], T], what: str) -> T:
-        return with_retry(fn, what, self.record.uri)
+    def _call(self, fn: Callable[[], Any], what: str) -> None:
+        """Queue a write; it is sent now or, while the server is down, as soon as it is back."""
+        self.outbox.put(fn, what)
 
     # --- Tune hooks -------------------------------------------------------------------------------
 
@@ -253,6 +350,7 @@ class MlflowTracker(Callback):
             # searcher will suggest it again under a new id (see _adopt).
             known = {t.trial_id for t in trials}
             self.lost = {tid: r for tid, r in self.existing.items() if tid not in known}
+        self.outbox.drain()  # between results too, so a returning server gets its backlog soon
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -263,8 +361,10 @@ class MlflowTracker(Callback):
         if payloads:
             self._log_artifacts(run, payloads)
         step = int(result.get("step", result.get("training_iteration", 0)))
-        if step <= run.logged_step:
-            return  # a restarted trial replays steps that are already logged
+        if step <= run.max_step:
+            # A restarted trial (its node died, or the driver) replays from step 0 with the same
+            # seeds: steps already logged, or still buffered, are not logged twice.
+            return
         ts = int(time.time() * 1000)
         run.buffer.extend(Metric(k, v, ts, step) for k, v in metric_items(result))
         run.max_step = max(run.max_step, step)
@@ -287,15 +387,16 @@ class MlflowTracker(Callback):
             run = self.runs.get(trial.trial_id)
             if run is not None and not run.closed:
                 self._close(trial, "KILLED", "the sweep ended before this trial did")
+        reason = "lost: the driver died before Ray saved this trial; it was not re-run"
         for found in (self.lost or {}).values():
             if found.info.status == "RUNNING":
-                reason = "lost: the driver died before Ray saved this trial; it was not re-run"
+                rid = found.info.run_id
                 self._call(
-                    lambda: self.client.set_tag(found.info.run_id, cv.FAILURE_REASON, reason), "tag"
+                    lambda rid=rid: self.client.set_tag(rid, cv.FAILURE_REASON, reason), "tag"
                 )
-                self._call(
-                    lambda: self.client.set_terminated(found.info.run_id, "KILLED"), "end a run"
-                )
+                self._call(lambda rid=rid: self.client.set_terminated(rid, "KILLED"), "end a run")
+        self.outbox.drain(block=True)  # the sweep is not over until MLflow has all of it
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -323,13 +424,13 @@ class MlflowTracker(Callback):
                 cv.SEED: str(seeds[0]),
                 cv.SEEDS: ",".join(map(str, seeds)),
             }
-            created = self._call(
-                lambda: self.client.create_run(
-                    self.record.experiment_id, run_name=str(trial), tags=tags
-                ),
-                "create a trial run",
-            )
-            run = _TrialRun(created.info.run_id, 0)
+            run = _TrialRun(None, 0)  # its id arrives when the create is sent (see Outbox)
+
+            def create(run: _TrialRun = run, name: str = str(trial)) -> None:
+                made = self.client.create_run(self.record.experiment_id, run_name=name, tags=tags)
+                run.run_id = made.info.run_id
+
+            self._call(create, "create a trial run")
             params = [Param(k, str(v)[:6000]) for k, v in sorted(config.items())]
             for i in range(0, len(params), 100):  # MLflow takes 100 params per batch
                 self._call(
@@ -351,29 +452,40 @@ class MlflowTracker(Callback):
         for tid, found in list((self.lost or {}).items()):
             if found.data.tags.get(cv.CONFIG) == config:
                 del self.lost[tid]
+                rid, new = found.info.run_id, trial.trial_id
                 self._call(
-                    lambda: self.client.set_tag(found.info.run_id, cv.TRIAL_ID, trial.trial_id),
-                    "re-tag an adopted run",
+                    lambda rid=rid, new=new: self.client.set_tag(rid, cv.TRIAL_ID, new), "re-tag"
                 )
                 return found
         return None
 
     def _log_artifacts(self, run: _TrialRun, payloads: Mapping[str, Any]) -> None:
         """Each payload as JSON and, rendered, as PNG; a bad payload is noted, never fatal."""
-        import tempfile
-
         from service.plots import render_artifact
 
         for name, payload in payloads.items():
-            self._call(lambda: self.client.log_dict(run.run_id, payload, f"{name}.json"), "log")
-            with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    png = render_artifact(payload, Path(tmp) / f"{name}.png")
-                except (ValueError, KeyError, TypeError) as exc:
-                    note = f"{name}: {exc}"[:500]
-                    self._call(lambda: self.client.set_tag(run.run_id, ARTIFACT_ERROR, note), "tag")
-                    continue
-                self._call(lambda: self.client.log_artifact(run.run_id, str(png)), "log a plot")
+            self._call(
+                lambda name=name, payload=payload: self.client.log_dict(
+                    run.run_id, payload, f"{name}.json"
+                ),
+                "log a plot's data",
+            )
+            # The PNG waits in the scratch dir until sent: the outbox may hold it for a while.
+            folder = Path(tempfile.mkdtemp(dir=self.scratch))
+            try:
+                png = render_artifact(payload, folder / f"{name}.png")
+            except (ValueError, KeyError, TypeError) as exc:
+                note = f"{name}: {exc}"[:500]
+                self._call(
+                    lambda note=note: self.client.set_tag(run.run_id, ARTIFACT_ERROR, note), "tag"
+                )
+                continue
+
+            def upload(png: Path = png) -> None:
+                self.client.log_artifact(run.run_id, str(png))
+                shutil.rmtree(png.parent, ignore_errors=True)
+
+            self._call(upload, "log a plot")
 
     def _flush(self, run: _TrialRun) -> None:
         while run.buffer:
@@ -381,7 +493,10 @@ class MlflowTracker(Callback):
             step = max(m.step for m in chunk)
             tags = [RunTag(LOGGED_STEP, str(step))]
             self._call(
-                lambda: self.client.log_batch(run.run_id, metrics=chunk, tags=tags), "log metrics"
+                lambda chunk=chunk, tags=tags: self.client.log_batch(
+                    run.run_id, metrics=chunk, tags=tags
+                ),
+                "log metrics",
             )
             run.buffer = rest
             run.logged_step = step
@@ -393,9 +508,8 @@ class MlflowTracker(Callback):
             return
         self._flush(run)
         if reason:
-            self._call(
-                lambda: self.client.set_tag(run.run_id, cv.FAILURE_REASON, reason[:5000]), "tag"
-            )
+            note = reason[:5000]
+            self._call(lambda: self.client.set_tag(run.run_id, cv.FAILURE_REASON, note), "tag")
         self._call(lambda: self.client.set_terminated(run.run_id, status=status), "end a run")
         run.closed = True
 

@@ -34,6 +34,26 @@ class TuneReporter:
         return False  # Tune stops a trial itself (scheduler decisions end the function)
 
 
+def trial_device(assigned: Mapping[str, float], cuda_available: bool) -> tuple[str, float | None]:
+    """Where a trial's replicas train, and the share of GPU memory it may use.
+
+    Ray gives a trial with `resources.gpu: 0.25` a quarter of one GPU (CUDA_VISIBLE_DEVICES names
+    it, so it is `cuda` here) and trusts the trial to keep to its quarter; capping the caching
+    allocator at that fraction makes an oversized trial fail alone instead of starving the three
+    trials that share its card. A whole GPU or more: no cap (one device is used; replicas are a
+    tensor dimension, not a reason to spread).
+    """
+    gpus = float(assigned.get("GPU", 0.0))
+    if gpus <= 0:
+        return "cpu", None
+    if not cuda_available:
+        raise RuntimeError(
+            f"Ray assigned this trial {gpus:g} GPU but torch sees no CUDA device; "
+            f"is a CUDA build of torch installed on the worker nodes?"
+        )
+    return "cuda", (gpus if gpus < 1 else None)
+
+
 def run_trial(config: dict[str, Any], experiment: str, metric: str, mode: str) -> None:
     """The function trainable: one trial, all its replicas, on the device Ray assigned."""
     import ray
@@ -41,6 +61,9 @@ def run_trial(config: dict[str, Any], experiment: str, metric: str, mode: str) -
 
     import trainables
 
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
-    trainables.load(experiment).run(config, TuneReporter(metric, mode))
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    torch.set_num_threads(max(1, int(assigned.get("CPU", 1))))
+    device, fraction = trial_device(assigned, torch.cuda.is_available())
+    if fraction is not None:
+        torch.cuda.set_per_process_memory_fraction(fraction, torch.cuda.current_device())
+    trainables.load(experiment).run(config, TuneReporter(metric, mode), device=device)

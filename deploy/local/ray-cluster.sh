@@ -71,7 +71,7 @@ start_worker() {
 }
 
 pids_of() {  # processes whose command line names this path, and all their descendants
-  ps -eo pid=,ppid=,args= | awk -v p="$1" '
+  ps -ww -eo pid=,ppid=,args= | awk -v p="$1" '
     { parent[$1] = $2; if (index($0, p) && !/awk/) hit[$1] = 1 }
     END {
       for (pid in parent) {
@@ -90,7 +90,7 @@ kill_path() {
 client_server_pids() {
   [ -f "$dir/ports" ] || return 0
   read -r gcs client <"$dir/ports"
-  ps -eo pid=,args= | awk -v g=":$gcs " -v c="--port=$client " \
+  ps -ww -eo pid=,args= | awk -v g=":$gcs " -v c="--port=$client " \
     'index($0, "ray.util.client.server") && index($0, g) && index($0, c) {print $1}'
 }
 

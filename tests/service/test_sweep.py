@@ -98,3 +98,25 @@ def test_probe_address_rejects_malformed_and_closed():
         sweep.probe_address("localhost")
     with pytest.raises(ClusterError, match="cannot reach the Ray cluster at 127.0.0.1:9"):
         sweep.probe_address("127.0.0.1:9", timeout=2)
+
+
+@pytest.mark.parametrize(
+    "assigned,cuda,expected",
+    [
+        ({"CPU": 1.0}, True, ("cpu", None)),  # no GPU asked for: never touch one
+        ({"CPU": 1.0, "GPU": 0.25}, True, ("cuda", 0.25)),  # a quarter card: a quarter of memory
+        ({"CPU": 1.0, "GPU": 1.0}, True, ("cuda", None)),
+        ({"CPU": 2.0, "GPU": 2.0}, True, ("cuda", None)),
+    ],
+)
+def test_a_trial_trains_on_the_gpu_share_ray_assigned(assigned, cuda, expected):
+    from service.trial import trial_device
+
+    assert trial_device(assigned, cuda) == expected
+
+
+def test_a_gpu_trial_on_a_node_without_cuda_fails_with_the_reason():
+    from service.trial import trial_device
+
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        trial_device({"GPU": 0.5}, cuda_available=False)

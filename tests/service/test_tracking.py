@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -92,6 +93,18 @@ def test_resume_continues_the_same_run_without_duplicate_steps(store, monkeypatc
     assert steps(store, runs["b"].info.run_id) == [1, 2, 3]
 
 
+def test_a_trial_restarted_on_another_node_does_not_log_its_buffered_steps_twice(store):
+    tracker = new_tracker(store)  # default flush period: steps 1-2 are still in the buffer
+    d = FakeTrial("d", {"seed": 0})
+    tracker.on_step_begin(0, [d])
+    feed(tracker, d, result(1, 0.9), result(2, 0.5))
+    # its node dies; Tune restarts the trial from step 0 on another node, same id, same seeds
+    time.sleep(0.01)  # later timestamps: MLflow would keep both copies of a step
+    feed(tracker, d, result(1, 0.9), result(2, 0.5), result(3, 0.4))
+    tracker.on_trial_complete(0, [], d)
+    assert steps(store, runs_by_trial(store)["d"].info.run_id) == [1, 2, 3]
+
+
 def test_lost_trial_is_adopted_by_its_resuggestion_or_killed(store, monkeypatch):
     monkeypatch.setattr(tracking, "FLUSH_EVERY_S", 0.0)
     first = new_tracker(store)
@@ -164,3 +177,62 @@ def test_plot_data_is_logged_as_json_and_png_and_kept_out_of_tune_state(store):
     assert {"fit.json", "fit.png", "bad.json"} <= names and "bad.png" not in names
     assert run.data.tags[tracking.ARTIFACT_ERROR].startswith("bad: `kind` must be")
     assert run.info.status == "FINISHED"
+
+
+# --- the outbox: writes survive a tracking-server outage, in order --------------------------------
+
+
+class _Server:
+    """A stand-in for the server's availability: our outbox logic is tested, not MLflow."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.received: list[int] = []
+
+    def write(self, item: int) -> None:
+        if not self.up:
+            raise ConnectionRefusedError(111, "Connection refused")
+        self.received.append(item)
+
+
+def test_outbox_holds_writes_while_the_server_is_down_and_sends_them_in_order(monkeypatch):
+    from service.tracking import Outbox
+
+    monkeypatch.setattr(Outbox, "RETRY_EVERY_S", 0.05)
+    server, box = _Server(), Outbox("http://x", patience_s=60)
+    box.put(lambda: server.write(0), "w")
+    server.up = False
+    for i in range(1, 5):
+        box.put(lambda i=i: server.write(i), "w")
+    assert server.received == [0] and len(box.pending) == 4 and box.down_since is not None
+    server.up = True
+    box.put(lambda: server.write(5), "w")  # too soon after the last try: still queued
+    assert server.received == [0]
+    box.drain(block=True)
+    assert server.received == [0, 1, 2, 3, 4, 5] and not box.pending and box.down_since is None
+
+
+def test_outbox_gives_up_after_its_patience_with_a_one_line_error(monkeypatch):
+    from service.errors import TrackingError
+    from service.tracking import Outbox
+
+    monkeypatch.setattr(Outbox, "RETRY_EVERY_S", 0.01)
+    server, box = _Server(), Outbox("http://127.0.0.1:9", patience_s=0.05)
+    server.up = False
+    box.put(lambda: server.write(1), "w")
+    with pytest.raises(TrackingError, match=r"cannot reach the MLflow tracking server at http://"):
+        box.drain(block=True)
+    assert len(box.pending) == 1  # what was not sent is still there, not dropped
+
+
+def test_outbox_does_not_wait_on_errors_that_are_not_an_outage():
+    from service.errors import TrackingError
+    from service.tracking import Outbox
+
+    box = Outbox("sqlite:///x.db", patience_s=60)
+
+    def bad() -> None:
+        raise ValueError("INVALID_PARAMETER_VALUE: metric name too long")
+
+    with pytest.raises(TrackingError, match="failed to log: INVALID_PARAMETER_VALUE"):
+        box.put(bad, "log")
