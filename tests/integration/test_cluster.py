@@ -149,6 +149,24 @@ def test_submit_runs_the_sweep_as_a_ray_job_and_jobs_reports_it(cluster, trackin
     runs = assert_every_trial_once(tracking.uri, "sub", trials=2, steps=1000)
     # The job ran the submitter's code, and says which.
     assert {r.data.tags[cv.GIT_SHA] for r in runs} == {git_sha()}
+    # The cluster's token is in no log, param or tag.
+    token = cluster.env["RAY_AUTH_TOKEN"]
+    recorded = [*runs, *parent_runs(tracking.uri, "sub")]
+    assert token not in logs + proc.stdout + proc.stderr
+    assert not [r for r in recorded if token in str(r.data.params) + str(r.data.tags)]
+
+
+def test_jobs_stop_ends_a_running_sweep(cluster, tracking):
+    spec = write_spec(cluster, "stopme", trials=2, steps=200_000)
+    proc = submit(cluster, tracking, spec, "stopme")
+    job = proc.stdout.strip().splitlines()[-1]
+    wait_for(lambda: job_state(cluster, job) == "RUNNING", 60, "the job to run")
+    stopped = cluster.cli("jobs", "stop", job, "--address", cluster.jobs_address)
+    assert stopped.returncode == 0 and stopped.stdout.strip() == f"{job}: stopping"
+    wait_for(lambda: job_state(cluster, job) == "STOPPED", 60, "the job to stop")
+    status = cluster.cli("jobs", "status", job, "--address", cluster.jobs_address)
+    assert status.returncode == 1  # a stopped sweep is not a success
+    assert not job_drivers("stopme")
 
 
 def test_cluster_errors_are_one_line_and_fast(cluster, tracking, tmp_path):
