@@ -166,6 +166,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     if address:
         probe_address(address)
+    if not address:
+        keep_loopback()
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -181,6 +183,18 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         raise ClusterError(
             f"could not start or reach Ray at {address or 'local'}: {first[:200]}"
         ) from None
+
+
+def keep_loopback() -> None:
+    """Keep the embedded default's Ray on 127.0.0.1.
+
+    Ray 2.60 binds its servers to the node's IP but "resolves" 127.0.0.1 to the host's outward
+    address (meant for multi-host clusters), so a purely local Ray would listen on the network. Only
+    that one resolution is switched off, and only for the Ray we start ourselves.
+    """
+    import ray._private.services as services
+
+    services.resolve_ip_for_localhost = lambda host: host
 
 
 def probe_address(address: str, timeout: float = 10.0) -> None:

@@ -7,10 +7,15 @@ Each reliability case is its own test, marked `reliability`, so any one runs alo
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,8 +23,8 @@ from mlflow.tracking import MlflowClient
 
 from service import conventions as cv
 from service.tracking import git_sha
-from tests.integration.helpers import LocalRayCluster, child_runs, parent_runs
-from tests.integration.local_deploy import LocalMlflow
+from tests.integration.helpers import ROOT, LocalRayCluster, child_runs, parent_runs
+from tests.integration.local_deploy import LocalMlflow, processes_naming
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -154,6 +159,34 @@ def test_submit_runs_the_sweep_as_a_ray_job_and_jobs_reports_it(cluster, trackin
     recorded = [*runs, *parent_runs(tracking.uri, "sub")]
     assert token not in logs + proc.stdout + proc.stderr
     assert not [r for r in recorded if token in str(r.data.params) + str(r.data.tags)]
+
+
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+
+
+def test_the_tracking_server_listens_on_loopback_only(tracking):
+    addresses = {address for address, _ in tracking.listeners()}
+    assert addresses and addresses <= LOOPBACK, addresses
+
+
+def test_the_embedded_default_listens_on_loopback_only(tmp_path):
+    probe = (
+        "import json, os, sys; from service.sweep import start_ray; start_ray(None, num_cpus=1); "
+        "from tests.integration.local_deploy import listeners_of, processes_naming; "
+        "pids = [*processes_naming(os.environ['RAY_TMPDIR']), os.getpid()]; "
+        "print(json.dumps(sorted({a for a, _ in listeners_of(pids)})))"
+    )
+    ray_tmp = tempfile.mkdtemp(prefix="sse", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT)}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        wait_for(lambda: not processes_naming(Path(ray_tmp)), 30, "the local Ray to exit")
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    addresses = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert addresses and addresses <= LOOPBACK, (addresses, out.stderr[-2000:])
 
 
 def test_jobs_stop_ends_a_running_sweep(cluster, tracking):
