@@ -72,18 +72,22 @@ def connect(address: str) -> Any:
 
 
 def _probe(address: str) -> None:
-    """A plain TCP connect first: Ray's client would wait much longer on a dead host."""
-    import socket
     from urllib.parse import urlsplit
 
     parts = urlsplit(address)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    probe_tcp(address, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+
+
+def probe_tcp(address: str, host: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A plain TCP connect first: Ray's own clients wait much longer on a dead head."""
+    import socket
+
     try:
-        socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
         raise ClusterError(
             f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
-            f"is the head running and its dashboard port open? check --address"
+            f"is the head running and that port open? check --address"
         ) from None
 
 

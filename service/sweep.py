@@ -199,7 +199,7 @@ def keep_loopback() -> None:
 
 def probe_address(address: str, timeout: float = 10.0) -> None:
     """Fail fast on an unreachable head or a rejected token: ray.init itself retries for minutes."""
-    import socket
+    from service.cluster import probe_tcp
 
     if address == "auto":
         return  # ray.init finds (or fails to find) the local cluster at once
@@ -215,13 +215,7 @@ def probe_address(address: str, timeout: float = 10.0) -> None:
         raise ClusterError(
             f"Ray address {address!r} must look like HOST:PORT, ray://HOST:PORT or auto"
         )
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise ClusterError(
-            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
-            f"is the head running? check --address"
-        ) from None
+    probe_tcp(address, host, int(port), timeout)
     if not address.startswith("ray://"):
         _probe_gcs(address)
 

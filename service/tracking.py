@@ -91,13 +91,22 @@ def git_sha() -> str:
     return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
 
 
-def with_retry(call: Callable[[], T], what: str, uri: str, tries: int = 4) -> T:
-    """Retry transient tracking failures (a restarting server, a locked SQLite file)."""
+def with_retry(
+    call: Callable[[], T], what: str, uri: str, tries: int = 4, outage: bool = False
+) -> T:
+    """Retry transient tracking failures (a restarting server, a locked SQLite file).
+
+    With `outage`, an unreachable server is not retried here but raised as `_Unreachable`, for the
+    `Outbox` to wait out.
+    """
     delay = 0.5
     for attempt in range(tries):
         try:
             return call()
         except Exception as exc:  # MLflow raises many types; all are "could not write"
+            cause = connection_cause(exc) if outage else None
+            if cause is not None:
+                raise _Unreachable(cause) from None
             if attempt == tries - 1:
                 raise tracking_error(exc, uri, what) from None
             time.sleep(delay)
@@ -143,7 +152,7 @@ class Outbox:
                 time.sleep(self.next_try - now)
             fn, what = self.pending[0]
             try:
-                _attempt(fn, what, self.uri)
+                with_retry(fn, what, self.uri, outage=True)
             except _Unreachable as exc:
                 self._note_outage(exc.cause)
                 if not block:
@@ -174,24 +183,6 @@ class _Unreachable(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-def _attempt(call: Callable[[], Any], what: str, uri: str, tries: int = 4) -> Any:
-    """One write: retried at once on a transient store error (a locked SQLite file); an
-    unreachable server raises `_Unreachable` for the outbox to wait on."""
-    delay = 0.5
-    for attempt in range(tries):
-        try:
-            return call()
-        except Exception as exc:  # MLflow raises many types; all are "could not write"
-            cause = connection_cause(exc)
-            if cause is not None:
-                raise _Unreachable(cause) from None
-            if attempt == tries - 1:
-                raise tracking_error(exc, uri, what) from None
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
 
 
 class SweepRecord:

@@ -14,6 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from service import conventions as cv
+from tests.integration.local_deploy import free_port  # noqa: F401 (re-exported)
 
 CLI = [sys.executable, "-m", "service.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,14 +106,6 @@ def kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=30)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MlflowServer:

@@ -109,10 +109,7 @@ def job_state(cluster: LocalRayCluster, job: str) -> str:
 
 
 def finished_runs(uri: str, sweep: str) -> list:
-    try:
-        return [r for r in child_runs(uri, sweep) if r.info.status == "FINISHED"]
-    except Exception:  # the server may be down on purpose
-        return []
+    return [r for r in child_runs_safe(uri, sweep) if r.info.status == "FINISHED"]
 
 
 def assert_every_trial_once(uri: str, sweep: str, trials: int, steps: int = STEPS) -> list:
@@ -237,19 +234,28 @@ def test_cluster_errors_are_one_line_and_fast(cluster, tracking, tmp_path):
 
 @pytest.mark.reliability
 def test_a_worker_node_killed_mid_sweep_has_its_trials_retried_elsewhere(cluster, tracking):
-    spec = write_spec(cluster, "nodekill", trials=4)
-    proc = start_submit(cluster, tracking, spec, "nodekill")
-    try:
-        # Both worker nodes are busy once two trials log (one CPU each, two at a time).
-        wait_for(lambda: len(child_runs_safe(tracking.uri, "nodekill")) >= 2, 120, "2 trials")
+    def kill_a_worker() -> None:
         cluster.kill_node("worker1")
         cluster.add_node()  # capacity comes back, as an autoscaler would bring it
-        out, _ = proc.communicate(timeout=300)
+
+    # Both worker nodes are busy once two trials log (one CPU each, two at a time).
+    out = submit_through_fault(cluster, tracking, "nodekill", 4, busy_runs=2, fault=kill_a_worker)
+    assert "sweep nodekill: 4 trials (0 errored)" in out
+    assert_every_trial_once(tracking.uri, "nodekill", trials=4)
+
+
+def submit_through_fault(cluster, tracking, name: str, trials: int, busy_runs: int, fault) -> str:
+    """Submit a sweep, inject `fault` once `busy_runs` trials log, and return the job's output
+    after it SUCCEEDED."""
+    proc = start_submit(cluster, tracking, write_spec(cluster, name, trials=trials), name)
+    try:
+        wait_for(lambda: len(child_runs_safe(tracking.uri, name)) >= busy_runs, 120, "trials")
+        fault()
+        out, _ = proc.communicate(timeout=400)
     finally:
         proc.kill()
     assert proc.returncode == 0, out[-3000:]
-    assert "sweep nodekill: 4 trials (0 errored)" in out
-    assert_every_trial_once(tracking.uri, "nodekill", trials=4)
+    return out
 
 
 def job_drivers(sweep: str) -> list[int]:
@@ -295,21 +301,15 @@ def test_a_killed_job_driver_is_finished_by_resume_without_duplicates(cluster, t
 
 @pytest.mark.reliability
 def test_a_tracking_server_outage_loses_no_metric_and_fails_nothing(cluster, tracking):
-    spec = write_spec(cluster, "outage", trials=8)
-    proc = start_submit(cluster, tracking, spec, "outage")
-    try:
-        wait_for(lambda: len(child_runs_safe(tracking.uri, "outage")) >= 1, 120, "a trial run")
+    def outage() -> None:
         tracking.stop_server()
-        down = time.monotonic()
         time.sleep(30)
-        assert proc.poll() is None or proc.returncode == 0
         tracking.start()
-        out, _ = proc.communicate(timeout=400)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out[-3000:]
+
+    start = time.monotonic()
+    out = submit_through_fault(cluster, tracking, "outage", 8, busy_runs=1, fault=outage)
     assert "unreachable" in out and "is back after" in out  # the driver held on, and said so
-    assert time.monotonic() - down > 30
+    assert time.monotonic() - start > 30
     assert_every_trial_once(tracking.uri, "outage", trials=8)
 
 
