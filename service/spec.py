@@ -355,10 +355,12 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 
 
 SPEC_KEYS = {"name", "trials_per_cell", "max_concurrent", "sampler", "sampler_seed", "max_failures"}
+# Spec sections that are mappings: `--set resources.gpu=0.25` sets one field inside them.
+SPEC_SECTIONS = {"resources", "objective", "asha"}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], source: str) -> dict[str, Any]:
-    """`--set k=v`: a spec-level key (trials_per_cell, ...) or a config field.
+    """`--set k=v`: a spec-level key (trials_per_cell, resources.gpu, ...) or a config field.
 
     A config field set this way is pinned: it moves to `fixed` and leaves `axes` and `search`,
     which is what a user narrowing a sweep down to one value means.
@@ -371,6 +373,12 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], source: str) 
             raise SpecError(f"{source}: {exc}") from None
         if key in SPEC_KEYS:
             out[key] = value
+            continue
+        section, dot, field = key.partition(".")
+        if dot and section in SPEC_SECTIONS:
+            if not isinstance(out.get(section) or {}, dict):
+                raise SpecError(f"{source}: `{section}` must be a mapping to set `{key}`")
+            out[section] = {**(out.get(section) or {}), field: value}
             continue
         for role in ("axes", "search"):
             if isinstance(out.get(role), dict):

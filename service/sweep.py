@@ -185,6 +185,38 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ) from None
 
 
+def capacity_shortfall(spec: Spec, total: Mapping[str, float]) -> str | None:
+    """What one trial asks for that the whole Ray cluster lacks, said as the spec's fields."""
+    need = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    short = [k for k, v in need.items() if v > total.get(k.upper(), 0.0)]
+    if not short:
+        return None
+    asks = ", ".join(f"resources.{k}: {need[k]:g}" for k in short)
+    has = ", ".join(f"{total.get(k.upper(), 0.0):g} {k.upper()}" for k in short)
+    return f"each trial asks for {asks} but this Ray has {has} in all"
+
+
+def check_capacity(spec: Spec, address: str | None) -> None:
+    """Refuse a sweep whose trials could never be placed, instead of letting Tune wait forever.
+
+    On our own local Ray nothing will join, so it is an error; a cluster may be autoscaling and
+    add such a node, so there it is a warning and the trials wait.
+    """
+    import ray
+
+    shortfall = capacity_shortfall(spec, ray.cluster_resources())
+    if shortfall is None:
+        return
+    if address is None:
+        raise ClusterError(
+            f"{shortfall}; lower it (e.g. --set resources.gpu=0) or run on a cluster that has it "
+            f"(--address)"
+        )
+    print(
+        f"smoothsweep: warning: {shortfall}; trials wait until such a node joins", file=sys.stderr
+    )
+
+
 def keep_loopback() -> None:
     """Keep the embedded default's Ray on 127.0.0.1.
 
@@ -284,6 +316,7 @@ def run_sweep(
     record = SweepRecord(uri, name)
     record.probe()  # before Ray starts: a typo in the URI should not cost a cluster start-up
     start_ray(address)
+    check_capacity(spec, address)
     record.open(_sweep_tags(spec), json.dumps(spec.resolved(), indent=2))
     root.mkdir(parents=True, exist_ok=True)
     meta = {"name": name, "tracking_uri": uri, "spec": spec.resolved(), "spec_sha256": spec.sha256}
@@ -293,7 +326,12 @@ def run_sweep(
     if overlay is None:
         return result
     companion = run_sweep(
-        overlay, name=f"{name}-overlay", tracking_uri=uri, storage=storage, progress=progress
+        overlay,
+        name=f"{name}-overlay",
+        tracking_uri=uri,
+        storage=storage,
+        address=address,
+        progress=progress,
     )
     record.tag(cv.OVERLAY, companion.name)
     errors = result.num_errors + companion.num_errors
@@ -317,8 +355,9 @@ def resume_sweep(
     meta = json.loads((root / METADATA).read_text())
     spec = Spec.model_validate(meta["spec"])
     uri = tracking_uri or meta["tracking_uri"]
-    record = SweepRecord(uri, name).open(_sweep_tags(spec))
     start_ray(address)
+    check_capacity(spec, address)
+    record = SweepRecord(uri, name).open(_sweep_tags(spec))
     if not tune.Tuner.can_restore(str(root)):
         raise ClusterError(
             f"sweep {name!r} has no Ray Tune state in {root} yet; run it again instead"

@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+GPU_PEAK = "gpu_memory_peak_mib"
+
 
 class TuneReporter:
     """Adapts the trainables' `report(step, metrics)` to `ray.tune.report`.
@@ -18,15 +20,21 @@ class TuneReporter:
     region is bad (a failed trial would be ignored by TPE), and MLflow still marks the run FAILED.
     """
 
-    def __init__(self, metric: str, mode: str) -> None:
+    def __init__(self, metric: str, mode: str, device: str = "cpu") -> None:
         self.metric = metric
         self.worst = math.inf if mode == "min" else -math.inf
+        self.on_gpu = device.startswith("cuda")
 
     def __call__(self, step: int, metrics: Mapping[str, Any]) -> bool:
         from ray import tune
 
         out = dict(metrics)
         out["step"] = step
+        if self.on_gpu:
+            # What a user needs to size `resources.gpu`: the most this trial has held so far.
+            import torch
+
+            out[GPU_PEAK] = torch.cuda.max_memory_allocated() / 2**20
         value = out.get(self.metric)
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             out[self.metric] = self.worst
@@ -66,4 +74,4 @@ def run_trial(config: dict[str, Any], experiment: str, metric: str, mode: str) -
     device, fraction = trial_device(assigned, torch.cuda.is_available())
     if fraction is not None:
         torch.cuda.set_per_process_memory_fraction(fraction, torch.cuda.current_device())
-    trainables.load(experiment).run(config, TuneReporter(metric, mode), device=device)
+    trainables.load(experiment).run(config, TuneReporter(metric, mode, device), device=device)

@@ -30,7 +30,7 @@ class Workspace:
         self.env = {
             **os.environ,
             "RAY_TMPDIR": str(self.ray_tmp),
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "OMP_NUM_THREADS": "1",
         }
         self.env.pop("MLFLOW_TRACKING_URI", None)
@@ -182,7 +182,7 @@ class LocalRayCluster:
             "RAY_DASHBOARD_PORT": str(self.dashboard),
             "RAY_CLIENT_PORT": str(self.client_port),
             "NODE_MEMORY": str(3 * 10**9),
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "OMP_NUM_THREADS": "1",
         }
         self.env.pop("MLFLOW_TRACKING_URI", None)

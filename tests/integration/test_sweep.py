@@ -7,6 +7,7 @@ import math
 import time
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from service import conventions as cv
@@ -102,6 +103,21 @@ def test_best_and_curves_answer_from_mlflow(smoke):
     assert {o["width"] for o in optimum} == {16, 64}
     assert all(0.05 <= o["x_opt"] <= 20 for o in optimum)
     assert (ws.path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has the GPU the sweep asks for")
+def test_a_gpu_sweep_without_a_gpu_is_refused_at_once_and_writes_nothing(workspace: Workspace):
+    started = time.monotonic()
+    proc = workspace.cli("run", "sinusoid", "--profile", "smoke", "--name", "nogpu",
+                         "--set", "resources.gpu=0.5")  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "smoothsweep: error: each trial asks for resources.gpu: 0.5 but this Ray has 0 GPU in "
+        "all; lower it (e.g. --set resources.gpu=0) or run on a cluster that has it (--address)"
+    )
+    assert time.monotonic() - started < 60  # not Tune's endless wait for a GPU
+    assert MlflowClient(workspace.tracking_uri).get_experiment_by_name("nogpu") is None
+    assert not (workspace.path / "sweeps" / "nogpu").exists()
 
 
 def test_diverging_trials_are_failed_with_reason_and_the_sweep_completes(workspace: Workspace):

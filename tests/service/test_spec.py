@@ -84,6 +84,17 @@ def test_overrides_pin_axes_and_reach_spec_keys():
         load_spec(BASE, overrides=["width"])
 
 
+def test_dotted_overrides_set_one_field_of_a_spec_section():
+    spec = load_spec(BASE, overrides=["resources.gpu=0.25", "resources.cpu=2"])
+    assert (spec.resources.cpu, spec.resources.gpu) == (2, 0.25)
+    assert "resources.gpu" not in spec.fixed
+    assert load_spec(BASE, overrides=["objective.mode=max"]).objective.metric == "test_mse"
+    with pytest.raises(SpecError, match="`gpu` above 1 must be a whole number"):
+        load_spec(BASE, overrides=["resources.gpu=1.5"])
+    with pytest.raises(SpecError, match="resources.gpus"):
+        load_spec(BASE, overrides=["resources.gpus=1"])
+
+
 def test_profiles_merge_and_unknown_profile_is_named():
     raw = {**BASE, "profiles": {"smoke": {"fixed": {"steps": 2}, "axes": {"width": [4]}}}}
     spec = load_spec(raw, profile="smoke")

@@ -91,6 +91,35 @@ def test_reporter_turns_divergence_into_the_worst_value(monkeypatch):
     assert sent[2] == {"test_mse": 0.25, "step": 7}
 
 
+def test_a_gpu_trial_reports_its_peak_gpu_memory(monkeypatch):
+    sent = []
+    monkeypatch.setattr("ray.tune.report", lambda metrics: sent.append(metrics))
+    monkeypatch.setattr("torch.cuda.max_memory_allocated", lambda *a: 3 * 2**20)
+    TuneReporter("test_mse", "min", "cuda")(1, {"test_mse": 0.5})
+    TuneReporter("test_mse", "min", "cpu")(1, {"test_mse": 0.5})
+    assert sent[0] == {"test_mse": 0.5, "step": 1, "gpu_memory_peak_mib": 3.0}
+    assert "gpu_memory_peak_mib" not in sent[1]
+
+
+def test_capacity_shortfall_names_the_spec_fields_a_trial_cannot_get():
+    from service.spec import load_spec
+
+    base = {
+        "name": "t",
+        "experiment": "sinusoid",
+        "objective": {"metric": "test_mse", "mode": "min"},
+    }
+    spec = load_spec({**base, "resources": {"cpu": 4, "gpu": 0.5}})
+    assert sweep.capacity_shortfall(spec, {"CPU": 8.0, "GPU": 1.0}) is None
+    assert sweep.capacity_shortfall(spec, {"CPU": 2.0}) == (
+        "each trial asks for resources.cpu: 4, resources.gpu: 0.5 "
+        "but this Ray has 2 CPU, 0 GPU in all"
+    )
+    assert sweep.capacity_shortfall(spec, {"CPU": 4.0, "GPU": 0.25}) == (
+        "each trial asks for resources.gpu: 0.5 but this Ray has 0.25 GPU in all"
+    )
+
+
 def test_probe_address_rejects_malformed_and_closed():
     from service.errors import ClusterError
 
