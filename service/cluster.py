@@ -39,6 +39,9 @@ GIT_SHA_ENV = "SMOOTHSWEEP_GIT_SHA"  # the submitter's code version, for the job
 DEFAULT_CLUSTER_STORAGE = "~/smoothsweep/sweeps"  # on the head: survives the job's temp dirs
 PACKAGES = ("service", "trainables", "search_spaces")
 CONNECT_TIMEOUT_S = 20.0
+# How long `jobs stop` lets a driver wind down (stop its trials, save Tune's state, close its MLflow
+# runs KILLED) before Ray kills it; Ray's default of 3 s would cut that short, leaving runs RUNNING.
+STOP_GRACE_S = 60
 
 
 def is_jobs_address(address: str | None) -> bool:
@@ -196,7 +199,7 @@ def _submit(
     with tempfile.TemporaryDirectory(prefix="smoothsweep-job-") as tmp:
         runtime_env: dict[str, Any] = {
             "py_modules": [str(_package_dir(p)) for p in PACKAGES],
-            "env_vars": {GIT_SHA_ENV: git_sha()},
+            "env_vars": {GIT_SHA_ENV: git_sha(), "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_GRACE_S)},
         }
         if spec_file is not None:
             shutil.copy(spec_file, Path(tmp) / spec_file.name)

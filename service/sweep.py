@@ -15,7 +15,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -428,16 +430,48 @@ def _build_tuner(spec: Spec, name: str, storage: Path, record: SweepRecord, prog
     )
 
 
+@contextlib.contextmanager
+def _sigterm_stops_like_ctrl_c() -> Iterator[threading.Event]:
+    """SIGTERM ends a sweep the way Ctrl-C does, and the returned event says one came.
+
+    `smoothsweep jobs stop` (Ray Jobs), a batch scheduler's pre-emption and `kill` all send SIGTERM,
+    whose default would end the driver at once and leave its MLflow runs RUNNING. Re-sent as SIGINT,
+    it reaches Tune's handler instead: Tune stops the trials and saves its state, our callbacks
+    close the runs KILLED, and `resume` continues the sweep. A second signal ends it at once.
+    """
+    stopped = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped  # signal handlers can only be installed from the main thread
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        stopped.set()
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield stopped
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _fit(
     tuner: Any, spec: Spec, name: str, uri: str, root: Path, record: SweepRecord
 ) -> SweepResult:
-    try:
-        results = tuner.fit()
-    except KeyboardInterrupt:
+    interrupted = SweepError(
+        f"sweep {name!r} interrupted; continue it with `smoothsweep resume {name}`"
+    )
+    with _sigterm_stops_like_ctrl_c() as stopped:
+        try:
+            results = tuner.fit()
+        except KeyboardInterrupt:
+            record.close("KILLED")
+            raise interrupted from None
+    # Tune's own Ctrl-C handling returns normally, with the unfinished trials neither TERMINATED
+    # nor errored: the sweep did not finish, whatever the signal was.
+    if stopped.is_set() or results.num_terminated + results.num_errors < len(results):
         record.close("KILLED")
-        raise SweepError(
-            f"sweep {name!r} interrupted; continue it with `smoothsweep resume {name}`"
-        ) from None
+        raise interrupted
     errors = sum(1 for r in results if r.error is not None)
     record.close("FINISHED" if not errors else "FAILED")
     return SweepResult(name, uri, root, record.parent_run_id, len(results), errors)

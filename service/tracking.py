@@ -402,6 +402,8 @@ class MlflowTracker(Callback):
                 self._call(
                     lambda: self.client.update_run(run.run_id, status="RUNNING"), "reopen a run"
                 )
+                if cv.FAILURE_REASON in found.data.tags:  # why it stopped no longer holds
+                    self._call(lambda: self.client.delete_tag(run.run_id, cv.FAILURE_REASON), "tag")
         else:
             config = dict(trial.config)
             seeds = self.seeds_of(config)

@@ -191,12 +191,16 @@ def test_jobs_stop_ends_a_running_sweep(cluster, tracking):
     proc = submit(cluster, tracking, spec, "stopme")
     job = proc.stdout.strip().splitlines()[-1]
     wait_for(lambda: job_state(cluster, job) == "RUNNING", 60, "the job to run")
+    wait_for(lambda: child_runs(tracking.uri, "stopme"), 120, "a trial to start")
     stopped = cluster.cli("jobs", "stop", job, "--address", cluster.jobs_address)
     assert stopped.returncode == 0 and stopped.stdout.strip() == f"{job}: stopping"
-    wait_for(lambda: job_state(cluster, job) == "STOPPED", 60, "the job to stop")
+    wait_for(lambda: job_state(cluster, job) == "STOPPED", 90, "the job to stop")
     status = cluster.cli("jobs", "status", job, "--address", cluster.jobs_address)
     assert status.returncode == 1  # a stopped sweep is not a success
     assert not job_drivers("stopme")
+    # The driver had time to close its records: nothing is left RUNNING for `resume` to clean up.
+    assert {r.info.status for r in child_runs(tracking.uri, "stopme")} == {"KILLED"}
+    assert parent_runs(tracking.uri, "stopme")[0].info.status == "KILLED"
 
 
 def test_cluster_errors_are_one_line_and_fast(cluster, tracking, tmp_path):

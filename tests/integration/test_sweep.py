@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 
 import pytest
@@ -154,50 +155,80 @@ def test_diverging_trials_are_failed_with_reason_and_the_sweep_completes(workspa
     assert "diverged" in proc.stdout
 
 
-def test_killed_driver_resumes_and_every_trial_lands_once(workspace: Workspace):
-    spec = {
-        "name": "kr",
-        "experiment": "sinusoid",
-        "objective": {"metric": "test_mse", "mode": "min"},
-        "fixed": {"steps": 1500, "eval_every": 300, "test_points": 100, "ood_points": 100},
-        "axes": {"width": [16, 64]},
-        "search": {"sigma_inv": {"low": 0.1, "high": 10.0, "log": True}},
-        "trials_per_cell": 4,
-        "max_concurrent": 2,
-    }
-    path = workspace.write_spec("kr", spec)
-    proc = workspace.start("run", str(path), "--name", "kr")
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline:
-            runs = child_runs(workspace.tracking_uri, "kr")
-            if sum(r.info.status == "FINISHED" for r in runs) >= 2 and any(
-                r.info.status == "RUNNING" for r in runs
-            ):
-                break
-            assert proc.poll() is None, "the sweep ended before it could be killed"
-            time.sleep(0.5)
-        else:
-            pytest.fail("no trial finished in time")
-    finally:
-        kill_group(proc)
-    workspace.cleanup()
-    before = child_runs(workspace.tracking_uri, "kr")
-    assert any(r.info.status == "RUNNING" for r in before)  # orphans, until the resume
+MIDWAY_SPEC = {
+    "experiment": "sinusoid",
+    "objective": {"metric": "test_mse", "mode": "min"},
+    "fixed": {"steps": 1500, "eval_every": 300, "test_points": 100, "ood_points": 100},
+    "axes": {"width": [16, 64]},
+    "search": {"sigma_inv": {"low": 0.1, "high": 10.0, "log": True}},
+    "trials_per_cell": 4,
+    "max_concurrent": 2,
+}
 
-    resumed = workspace.cli("resume", "kr", "--tracking-uri", workspace.tracking_uri)
+
+def _start_and_wait_until_midway(workspace: Workspace, name: str):
+    """Start an 8-trial sweep; return once 2 trials have finished and another is running."""
+    path = workspace.write_spec(name, {**MIDWAY_SPEC, "name": name})
+    proc = workspace.start("run", str(path), "--name", name)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        runs = child_runs(workspace.tracking_uri, name)
+        if sum(r.info.status == "FINISHED" for r in runs) >= 2 and any(
+            r.info.status == "RUNNING" for r in runs
+        ):
+            return proc
+        if proc.poll() is not None:
+            kill_group(proc)
+            pytest.fail("the sweep ended before it could be interrupted")
+        time.sleep(0.5)
+    kill_group(proc)
+    pytest.fail("no trial finished in time")
+
+
+def _resume_and_check_every_trial_landed_once(workspace: Workspace, name: str) -> None:
+    resumed = workspace.cli("resume", name, "--tracking-uri", workspace.tracking_uri)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    runs = child_runs(workspace.tracking_uri, "kr")
+    runs = child_runs(workspace.tracking_uri, name)
     trial_ids = [r.data.tags[cv.TRIAL_ID] for r in runs]
     assert len(trial_ids) == len(set(trial_ids)) == 8
     assert {r.info.status for r in runs} == {"FINISHED"}
+    assert not any(cv.FAILURE_REASON in r.data.tags for r in runs)
     client = MlflowClient(workspace.tracking_uri)
     for r in runs:
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "test_mse")]
         assert steps == sorted(set(steps)), "a step was logged twice"
         assert steps[-1] == 1500
         assert math.isfinite(r.data.metrics["test_mse"])
-    assert parent_runs(workspace.tracking_uri, "kr")[0].info.status == "FINISHED"
+    assert parent_runs(workspace.tracking_uri, name)[0].info.status == "FINISHED"
+
+
+def test_killed_driver_resumes_and_every_trial_lands_once(workspace: Workspace):
+    proc = _start_and_wait_until_midway(workspace, "kr")
+    kill_group(proc)
+    workspace.cleanup()
+    before = child_runs(workspace.tracking_uri, "kr")
+    assert any(r.info.status == "RUNNING" for r in before)  # orphans, until the resume
+    _resume_and_check_every_trial_landed_once(workspace, "kr")
+
+
+def test_sigterm_stops_the_sweep_cleanly_and_resume_finishes_it(workspace: Workspace):
+    """What `smoothsweep jobs stop` and a scheduler's pre-emption send: nothing is left RUNNING."""
+    proc = _start_and_wait_until_midway(workspace, "term")
+    proc.send_signal(signal.SIGTERM)  # the driver alone, as Ray Jobs does
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    workspace.cleanup()
+    assert proc.returncode == 1 and "Traceback" not in out
+    assert out.strip().splitlines()[-1] == (
+        "smoothsweep: error: sweep 'term' interrupted; continue it with `smoothsweep resume term`"
+    )
+    stopped = child_runs(workspace.tracking_uri, "term")
+    assert "RUNNING" not in {r.info.status for r in stopped}
+    assert {r.info.status for r in stopped} == {"FINISHED", "KILLED"}
+    assert parent_runs(workspace.tracking_uri, "term")[0].info.status == "KILLED"
+    _resume_and_check_every_trial_landed_once(workspace, "term")
 
 
 # Shipped specs whose smoke sweep another test already runs end to end (and checks more closely).
