@@ -168,7 +168,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     if address:
         probe_address(address)
-    if not address:
+    if not address or names_this_host(address):
         keep_loopback()
     try:
         if address:
@@ -219,12 +219,22 @@ def check_capacity(spec: Spec, address: str | None) -> None:
     )
 
 
+def names_this_host(address: str) -> bool:
+    """`auto`, or a loopback host: the cluster is on this machine, reachable on 127.0.0.1."""
+    if address == "auto":
+        return True
+    host = address.rpartition(":")[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
 def keep_loopback() -> None:
-    """Keep the embedded default's Ray on 127.0.0.1.
+    """Keep 127.0.0.1 as it is when this process starts or joins a Ray on this machine.
 
     Ray 2.60 binds its servers to the node's IP but "resolves" 127.0.0.1 to the host's outward
-    address (meant for multi-host clusters), so a purely local Ray would listen on the network. Only
-    that one resolution is switched off, and only for the Ray we start ourselves.
+    address (meant for multi-host clusters), so a purely local Ray would listen on the network, and
+    a driver joining a loopback-only cluster (deploy/local) would dial an address nothing listens
+    on. Only that one resolution is switched off, and only in this process; a server that listens
+    on all interfaces (a standard head node) answers on 127.0.0.1 all the same.
     """
     import ray._private.services as services
 

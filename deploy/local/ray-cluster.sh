@@ -35,6 +35,9 @@ NODE_MEMORY=${NODE_MEMORY:-2000000000}
 OBJECT_STORE_MEMORY=${OBJECT_STORE_MEMORY:-100000000}
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 export RAY_USAGE_STATS_ENABLED=0
+# Every Python process of this cluster keeps 127.0.0.1 as it is (see loopback/sitecustomize.py):
+# without it Ray binds its servers to the host's outward address.
+export PYTHONPATH="$(cd "$(dirname "$0")" && pwd)/loopback${PYTHONPATH:+:$PYTHONPATH}"
 
 check_auth() {
   if [ "$RAY_AUTH_MODE" = token ] && [ -z "${RAY_AUTH_TOKEN:-}" ]; then

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from service import conventions as cv
 from service.tracking import git_sha
 from tests.integration.helpers import ROOT, LocalRayCluster, child_runs, parent_runs
-from tests.integration.local_deploy import LocalMlflow, processes_naming
+from tests.integration.local_deploy import LocalMlflow, listeners_of, processes_naming
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -184,6 +184,33 @@ def test_the_embedded_default_listens_on_loopback_only(tmp_path):
         shutil.rmtree(ray_tmp, ignore_errors=True)
     addresses = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert addresses and addresses <= LOOPBACK, (addresses, out.stderr[-2000:])
+
+
+def test_the_local_cluster_listens_on_loopback_only(cluster):
+    """Every node, agent, dashboard and worker of deploy/local's cluster, and its Ray Client server
+    (an orphan that names no path, found by its port)."""
+    pids = set(processes_naming(cluster.dir))
+    every_pid = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    pids |= {
+        pid
+        for pid in every_pid
+        if (cluster.client_port in {port for _, port in listeners_of([pid])})
+    }
+    listening = listeners_of(pids)
+    assert {port for _, port in listening} >= {cluster.port, cluster.dashboard, cluster.client_port}
+    assert {address for address, _ in listening} <= LOOPBACK, listening
+
+
+@pytest.mark.parametrize("address", ["gcs", "client"])
+def test_run_drives_a_sweep_on_the_cluster_from_this_host(cluster, tracking, address):
+    """`run --address 127.0.0.1:PORT` (the driver here, trials on the nodes), and Ray Client."""
+    name = f"drive-{address}"
+    target = cluster.gcs_address if address == "gcs" else f"ray://127.0.0.1:{cluster.client_port}"
+    spec = write_spec(cluster, name, trials=2, steps=1000)
+    proc = cluster.cli("run", spec, "--name", name, "--address", target, "--tracking-uri",
+                       tracking.uri, "--storage", str(cluster.dir / "sweeps"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_every_trial_once(tracking.uri, name, trials=2, steps=1000)
 
 
 def test_jobs_stop_ends_a_running_sweep(cluster, tracking):

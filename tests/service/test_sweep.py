@@ -120,6 +120,15 @@ def test_capacity_shortfall_names_the_spec_fields_a_trial_cannot_get():
     )
 
 
+@pytest.mark.parametrize(
+    "address,local",
+    [("auto", True), ("127.0.0.1:6379", True), ("localhost:6379", True), ("[::1]:6379", True),
+     ("10.0.0.5:6379", False), ("head.example.org:6379", False), ("ray://127.0.0.1:10001", False)],
+)  # fmt: skip
+def test_names_this_host(address, local):
+    assert sweep.names_this_host(address) is local
+
+
 def test_probe_address_rejects_malformed_and_closed():
     from service.errors import ClusterError
 
