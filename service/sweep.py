@@ -30,8 +30,14 @@ from ray.tune.search import Searcher
 from service import conventions as cv
 from service.errors import ClusterError, SpecError, SweepError
 from service.spec import Spec
-from service.tracking import MlflowTracker, SweepRecord, git_sha, resolve_tracking_uri
-from service.trial import run_trial
+from service.tracking import (
+    MlflowTracker,
+    SweepRecord,
+    error_line,
+    git_sha,
+    resolve_tracking_uri,
+)
+from service.trial import NOT_REPORTED, run_trial
 
 METADATA = "smoothsweep.json"  # beside Ray's state: what `resume` needs to rebuild the Tuner
 DEFAULT_STORAGE = "sweeps"
@@ -401,7 +407,22 @@ def _trainable(spec: Spec) -> Any:
 
 def _callbacks(spec: Spec, record: SweepRecord, progress: bool) -> list[Any]:
     tracker = MlflowTracker(record, _sweep_tags(spec), seeds_of=_seeds_of, cell_of=_cell_of(spec))
-    return [tracker, Progress(spec)] if progress else [tracker]
+    # The tracker first: it closes the failed trial's run before the guard ends the sweep.
+    return [tracker, SpecMistakeGuard(), *([Progress(spec)] if progress else [])]
+
+
+class SpecMistakeGuard(Callback):
+    """Ends the sweep at the first trial that shows a spec mistake only a running trial can show
+    (an objective the experiment does not report): every other trial would fail the same way.
+
+    Raising from a callback makes Tune clean up (trials stopped, open runs closed by the tracker)
+    and raise a TuneError from `fit` with ours as its context; `_fit` finds ours again.
+    """
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        line = error_line(trial)
+        if NOT_REPORTED in line:
+            raise SpecError(line[line.find("objective.metric") :])
 
 
 def _build_tuner(spec: Spec, name: str, storage: Path, record: SweepRecord, progress: bool) -> Any:
@@ -477,6 +498,12 @@ def _fit(
         except KeyboardInterrupt:
             record.close("KILLED")
             raise interrupted from None
+        except Exception as exc:
+            mistake = _spec_mistake(exc)
+            if mistake is None:
+                raise
+            record.close("FAILED")
+            raise mistake from None
     # Tune's own Ctrl-C handling returns normally, with the unfinished trials neither TERMINATED
     # nor errored: the sweep did not finish, whatever the signal was.
     if stopped.is_set() or results.num_terminated + results.num_errors < len(results):
@@ -485,6 +512,17 @@ def _fit(
     errors = sum(1 for r in results if r.error is not None)
     record.close("FINISHED" if not errors else "FAILED")
     return SweepResult(name, uri, root, record.parent_run_id, len(results), errors)
+
+
+def _spec_mistake(exc: BaseException | None) -> SpecError | None:
+    """The SpecError behind an exception, however Tune wrapped it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, SpecError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _sweep_tags(spec: Spec) -> dict[str, str]:

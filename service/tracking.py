@@ -371,7 +371,7 @@ class MlflowTracker(Callback):
             self._close(trial, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial, "FAILED", _error_line(trial))
+        self._close(trial, "FAILED", error_line(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         for trial in trials:
@@ -515,7 +515,7 @@ def metric_items(result: Mapping[str, Any]) -> Iterable[tuple[str, float]]:
         yield key, float(value)
 
 
-def _error_line(trial: Any) -> str:
+def error_line(trial: Any) -> str:
     path = getattr(trial, "error_file", None)
     text = ""
     if path and os.path.exists(path):

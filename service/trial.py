@@ -11,6 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 GPU_PEAK = "gpu_memory_peak_mib"
+# Marks the error of a trial whose experiment never reports the spec's objective: a spec mistake
+# that fails every trial alike, so the driver ends the sweep at the first (service/sweep.py).
+NOT_REPORTED = "is not a metric this experiment reports"
+
+
+class ObjectiveNotReported(ValueError):
+    pass
 
 
 class TuneReporter:
@@ -28,6 +35,15 @@ class TuneReporter:
     def __call__(self, step: int, metrics: Mapping[str, Any]) -> bool:
         from ray import tune
 
+        if self.metric not in metrics:
+            reported = sorted(
+                k for k, v in metrics.items()
+                if "/" not in k and isinstance(v, (int, float)) and not isinstance(v, bool)
+            )  # fmt: skip
+            raise ObjectiveNotReported(
+                f"objective.metric {self.metric!r} {NOT_REPORTED} (it reports "
+                f"{', '.join(reported)}); set `objective.metric` in the spec to one of them"
+            )
         out = dict(metrics)
         out["step"] = step
         if self.on_gpu:

@@ -106,6 +106,26 @@ def test_best_and_curves_answer_from_mlflow(smoke):
     assert (ws.path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_an_objective_the_experiment_never_reports_ends_the_sweep_at_the_first_trial(
+    workspace: Workspace,
+):
+    sets = ["--set", "objective.metric=test_mae", "--set", "trials_per_cell=8"]
+    proc = workspace.cli("run", "sinusoid", "--profile", "smoke", "--name", "nobj", *sets)
+    assert proc.returncode == 2
+    # Ray may log the other trials' ends after ours: look for our line, not at the last one.
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("smoothsweep: error:")]
+    assert errors == [
+        "smoothsweep: error: objective.metric 'test_mae' is not a metric this experiment reports "
+        "(it reports ood_mse, test_mse, train_mse); set `objective.metric` in the spec to one of "
+        "them"
+    ]
+    runs = child_runs(workspace.tracking_uri, "nobj")
+    assert 1 <= len(runs) < 16  # stopped early, not run 16 times over
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert "FAILED" in {r.info.status for r in runs}
+    assert parent_runs(workspace.tracking_uri, "nobj")[0].info.status == "FAILED"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has the GPU the sweep asks for")
 def test_a_gpu_sweep_without_a_gpu_is_refused_at_once_and_writes_nothing(workspace: Workspace):
     started = time.monotonic()

@@ -91,6 +91,16 @@ def test_reporter_turns_divergence_into_the_worst_value(monkeypatch):
     assert sent[2] == {"test_mse": 0.25, "step": 7}
 
 
+def test_the_reporter_names_the_metrics_when_the_objective_is_missing(monkeypatch):
+    from service.trial import ObjectiveNotReported
+
+    monkeypatch.setattr("ray.tune.report", lambda metrics: None)
+    with pytest.raises(
+        ObjectiveNotReported, match=r"'test_mae' .* \(it reports ood_mse, test_mse\)"
+    ):
+        TuneReporter("test_mae", "min")(1, {"test_mse": 0.5, "ood_mse": 1.0, "test_mse/r0": 0.5})
+
+
 def test_a_gpu_trial_reports_its_peak_gpu_memory(monkeypatch):
     sent = []
     monkeypatch.setattr("ray.tune.report", lambda metrics: sent.append(metrics))
