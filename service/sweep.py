@@ -462,26 +462,20 @@ def _build_tuner(spec: Spec, name: str, storage: Path, record: SweepRecord, prog
 
 
 @contextlib.contextmanager
-def _sigterm_stops_like_ctrl_c() -> Iterator[threading.Event]:
-    """SIGTERM ends a sweep the way Ctrl-C does, and the returned event says one came.
+def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM ends a sweep the way Ctrl-C does.
 
     `smoothsweep jobs stop` (Ray Jobs), a batch scheduler's pre-emption and `kill` all send SIGTERM,
     whose default would end the driver at once and leave its MLflow runs RUNNING. Re-sent as SIGINT,
     it reaches Tune's handler instead: Tune stops the trials and saves its state, our callbacks
     close the runs KILLED, and `resume` continues the sweep. A second signal ends it at once.
     """
-    stopped = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield stopped  # signal handlers can only be installed from the main thread
+        yield  # signal handlers can only be installed from the main thread
         return
-
-    def on_term(signum: int, frame: Any) -> None:
-        stopped.set()
-        signal.raise_signal(signal.SIGINT)
-
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
-        yield stopped
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -492,7 +486,7 @@ def _fit(
     interrupted = SweepError(
         f"sweep {name!r} interrupted; continue it with `smoothsweep resume {name}`"
     )
-    with _sigterm_stops_like_ctrl_c() as stopped:
+    with _sigterm_stops_like_ctrl_c():
         try:
             results = tuner.fit()
         except KeyboardInterrupt:
@@ -504,9 +498,10 @@ def _fit(
                 raise
             record.close("FAILED")
             raise mistake from None
-    # Tune's own Ctrl-C handling returns normally, with the unfinished trials neither TERMINATED
-    # nor errored: the sweep did not finish, whatever the signal was.
-    if stopped.is_set() or results.num_terminated + results.num_errors < len(results):
+    # Tune's own Ctrl-C handling returns normally (and counts the trials it stopped as TERMINATED):
+    # the sweep is unfinished when the tracker had to close a trial's run itself, or when the
+    # searcher had not yet made every trial.
+    if record.unfinished or len(results) < spec.num_trials:
         record.close("KILLED")
         raise interrupted
     errors = sum(1 for r in results if r.error is not None)

@@ -198,6 +198,8 @@ class SweepRecord:
         self.client = MlflowClient(tracking_uri)
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
+        # Trials the sweep ended before they did (Ctrl-C, SIGTERM): set by the tracker at the end.
+        self.unfinished = 0
 
     def probe(self) -> None:
         """One quick read: is the store there? (Creates a fresh SQLite store, once, here.)"""
@@ -378,6 +380,7 @@ class MlflowTracker(Callback):
             run = self.runs.get(trial.trial_id)
             if run is not None and not run.closed:
                 self._close(trial, "KILLED", "the sweep ended before this trial did")
+                self.record.unfinished += 1
         reason = "lost: the driver died before Ray saved this trial; it was not re-run"
         for found in (self.lost or {}).values():
             if found.info.status == "RUNNING":
