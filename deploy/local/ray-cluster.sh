@@ -47,8 +47,30 @@ check_auth() {
   fi
 }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# N distinct free ports, none of them one this cluster has handed out before ($dir/used-ports) or
+# one of its fixed ports. Asking the kernel once per port can return the same port twice (it is
+# free again the moment the probe closes it), and Ray refuses to start on a clash.
+free_ports() {
+  python3 - "$1" "$dir/used-ports" "$RAY_PORT" "$RAY_DASHBOARD_PORT" "$RAY_CLIENT_PORT" <<'PY'
+import socket, sys
+n, used_file, *fixed = sys.argv[1:]
+try:
+    taken = {int(p) for p in open(used_file).read().split()}
+except FileNotFoundError:
+    taken = set()
+taken |= {int(p) for p in fixed}
+held, ports = [], []
+while len(ports) < int(n):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    held.append(s)  # held open until all are chosen, so the kernel cannot hand one out twice
+    port = s.getsockname()[1]
+    if port not in taken:
+        ports.append(port)
+with open(used_file, "a") as f:
+    f.write("".join(f"{p}\n" for p in ports))
+print(*ports)
+PY
 }
 
 # Nodes on one host must not share ports: each gets its own agent/metrics ports and its own slice
@@ -56,8 +78,10 @@ free_port() {
 node_ports() {
   local index=$1
   local low=$((20000 + index * 300))
-  echo "--dashboard-agent-listen-port $(free_port) --dashboard-agent-grpc-port $(free_port)" \
-    "--metrics-export-port $(free_port) --runtime-env-agent-port $(free_port)" \
+  local agent grpc metrics runtime_env
+  read -r agent grpc metrics runtime_env <<<"$(free_ports 4)"
+  echo "--dashboard-agent-listen-port $agent --dashboard-agent-grpc-port $grpc" \
+    "--metrics-export-port $metrics --runtime-env-agent-port $runtime_env" \
     "--min-worker-port $low --max-worker-port $((low + 299))"
 }
 
@@ -103,6 +127,7 @@ case "$cmd" in
     workers=${1:-2}
     mkdir -p "$dir/head"
     : >"$dir/nodes"
+    : >"$dir/used-ports"
     # shellcheck disable=SC2046
     ray start --head --node-ip-address 127.0.0.1 --port "$RAY_PORT" \
       --dashboard-host 127.0.0.1 --dashboard-port "$RAY_DASHBOARD_PORT" \

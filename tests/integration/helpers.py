@@ -14,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from service import conventions as cv
-from tests.integration.local_deploy import free_port  # noqa: F401 (re-exported)
+from tests.integration.local_deploy import free_port, free_ports  # noqa: F401 (re-exported)
 
 CLI = [sys.executable, "-m", "service.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,7 +171,7 @@ class LocalRayCluster:
 
         self.dir = Path(tempfile.mkdtemp(prefix="ssc", dir="/tmp"))  # short: unix socket paths
         self.workers = workers
-        self.port, self.dashboard, self.client_port = free_port(), free_port(), free_port()
+        self.port, self.dashboard, self.client_port = free_ports(3)
         bin_dir = str(Path(sys.executable).parent)  # `ray` and `python` of this venv on the nodes
         self.env = {
             **os.environ,

@@ -23,10 +23,21 @@ ROOT = Path(__file__).resolve().parents[2]
 MLFLOW_SERVER_SH = ROOT / "deploy" / "local" / "mlflow-server.sh"
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: the probes stay open until all are chosen, since a closed probe's
+    port is free again at once and the kernel may hand it out twice."""
+    probes = [socket.socket() for _ in range(n)]
+    try:
+        for s in probes:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in probes]
+    finally:
+        for s in probes:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def _script_env() -> dict[str, str]:
