@@ -58,8 +58,15 @@ as_pg() {
 now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 secs_since() { local d=$(($(now_ms) - $1)); printf '%d.%01d' $((d / 1000)) $((d % 1000 / 100)); }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+free_port_but() {  # a free port other than $1 (MLflow's, which may not be listening yet)
+  python3 -c '
+import socket, sys
+held = []
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); held.append(s)
+    if s.getsockname()[1] != int(sys.argv[1]):
+        print(s.getsockname()[1]); break
+' "$1"
 }
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -154,7 +161,7 @@ stop_mlflow() {
 case "$cmd" in
   start)
     port=${1:-$(cat "$dir/port" 2>/dev/null || echo 5000)}
-    pgport=${PGPORT:-$(cat "$dir/pgport" 2>/dev/null || free_port)}
+    pgport=${PGPORT:-$(cat "$dir/pgport" 2>/dev/null || free_port_but "$port")}
     uri=http://127.0.0.1:$port
     backend=postgresql+psycopg2://postgres@127.0.0.1:$pgport/mlflow
     if pid=$(mlflow_pid) && [ "$(cat "$dir/port" 2>/dev/null)" = "$port" ]; then
