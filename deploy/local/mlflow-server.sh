@@ -59,14 +59,7 @@ now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 secs_since() { local d=$(($(now_ms) - $1)); printf '%d.%01d' $((d / 1000)) $((d % 1000 / 100)); }
 
 free_port_but() {  # a free port other than $1 (MLflow's, which may not be listening yet)
-  python3 -c '
-import socket, sys
-held = []
-while True:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); held.append(s)
-    if s.getsockname()[1] != int(sys.argv[1]):
-        print(s.getsockname()[1]); break
-' "$1"
+  python3 "$(dirname "$0")/free_ports.py" 1 --not "$1"
 }
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -35,9 +35,10 @@ NODE_MEMORY=${NODE_MEMORY:-2000000000}
 OBJECT_STORE_MEMORY=${OBJECT_STORE_MEMORY:-100000000}
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 export RAY_USAGE_STATS_ENABLED=0
+here=$(cd "$(dirname "$0")" && pwd)
 # Every Python process of this cluster keeps 127.0.0.1 as it is (see loopback/sitecustomize.py):
 # without it Ray binds its servers to the host's outward address.
-export PYTHONPATH="$(cd "$(dirname "$0")" && pwd)/loopback${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$here/loopback${PYTHONPATH:+:$PYTHONPATH}"
 
 check_auth() {
   if [ "$RAY_AUTH_MODE" = token ] && [ -z "${RAY_AUTH_TOKEN:-}" ]; then
@@ -47,30 +48,9 @@ check_auth() {
   fi
 }
 
-# N distinct free ports, none of them one this cluster has handed out before ($dir/used-ports) or
-# one of its fixed ports. Asking the kernel once per port can return the same port twice (it is
-# free again the moment the probe closes it), and Ray refuses to start on a clash.
-free_ports() {
-  python3 - "$1" "$dir/used-ports" "$RAY_PORT" "$RAY_DASHBOARD_PORT" "$RAY_CLIENT_PORT" <<'PY'
-import socket, sys
-n, used_file, *fixed = sys.argv[1:]
-try:
-    taken = {int(p) for p in open(used_file).read().split()}
-except FileNotFoundError:
-    taken = set()
-taken |= {int(p) for p in fixed}
-held, ports = [], []
-while len(ports) < int(n):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    held.append(s)  # held open until all are chosen, so the kernel cannot hand one out twice
-    port = s.getsockname()[1]
-    if port not in taken:
-        ports.append(port)
-with open(used_file, "a") as f:
-    f.write("".join(f"{p}\n" for p in ports))
-print(*ports)
-PY
+free_ports() {  # N ports no part of this cluster holds or has been promised (see free_ports.py)
+  python3 "$here/free_ports.py" "$1" --record "$dir/used-ports" \
+    --not "$RAY_PORT" "$RAY_DASHBOARD_PORT" "$RAY_CLIENT_PORT"
 }
 
 # Nodes on one host must not share ports: each gets its own agent/metrics ports and its own slice

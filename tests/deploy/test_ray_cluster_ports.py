@@ -1,48 +1,41 @@
-"""deploy/local/ray-cluster.sh hands each node ports no other part of the cluster holds.
+"""deploy/local/free_ports.py: the ports the local scripts give Ray's and PostgreSQL's components.
 
 Ray refuses to start a node whose components share a port, and asking the kernel for one free
 port at a time can return the same port twice (CI once gave metrics_export and runtime_env_agent
-the same one), so the script's `free_ports` is checked on its own here.
+the same one); ray-cluster.sh also keeps the nodes it adds later off earlier nodes' ports.
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
+import sys
 from pathlib import Path
 
-from tests.integration.helpers import ROOT
-
-SCRIPT = ROOT / "deploy" / "local" / "ray-cluster.sh"
+from tests.integration.local_deploy import FREE_PORTS_PY
 
 
-def _free_ports(tmp_path: Path, n: int, fixed: tuple[int, int, int]) -> list[int]:
-    """Run the script's own free_ports function, cut out of the script, as the script runs it."""
-    body = re.search(r"^free_ports\(\) \{.*?^\}$", SCRIPT.read_text(), re.S | re.M)
-    assert body, "free_ports() is gone from ray-cluster.sh"
-    gcs, dashboard, client = fixed
-    script = (f"set -euo pipefail\ndir={tmp_path}\nRAY_PORT={gcs} RAY_DASHBOARD_PORT={dashboard} "
-              f"RAY_CLIENT_PORT={client}\n{body.group(0)}\nfree_ports {n}\n")  # fmt: skip
-    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
-    return [int(p) for p in out.stdout.split()]
+def _free_ports(n: int, *args: str) -> list[int]:
+    cmd = [sys.executable, str(FREE_PORTS_PY), str(n), *args]
+    return [
+        int(p)
+        for p in subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+    ]
 
 
-def test_ports_are_distinct_and_never_handed_out_twice(tmp_path: Path):
-    first = _free_ports(tmp_path, 40, (1, 2, 3))
-    second = _free_ports(tmp_path, 40, (1, 2, 3))
+def test_ports_are_distinct_and_a_record_never_hands_one_out_twice(tmp_path: Path):
+    record = tmp_path / "used-ports"
+    first = _free_ports(40, "--record", str(record))
+    second = _free_ports(40, "--record", str(record))
     assert len(first) == 40 and len(set(first + second)) == 80
-    assert sorted((tmp_path / "used-ports").read_text().split(), key=int) == sorted(
-        map(str, first + second), key=int
-    )
+    assert sorted(map(int, record.read_text().split())) == sorted(first + second)
 
 
-def test_ports_skip_those_already_used_and_the_fixed_ones(tmp_path: Path):
-    (tmp_path / "probe").mkdir()
-    probe = _free_ports(tmp_path / "probe", 18, (1, 2, 3))
-    # The kernel's next picks are likely among ports it just handed out: mark 15 of them as used
-    # and make the other three the cluster's fixed ports; none of them may come back.
-    used, fixed = probe[:15], (probe[15], probe[16], probe[17])
-    (tmp_path / "used-ports").write_text("".join(f"{p}\n" for p in used))
-    got = _free_ports(tmp_path, 200, fixed)
+def test_ports_skip_those_recorded_and_those_named_not(tmp_path: Path):
+    probe = _free_ports(18)
+    # The kernel's next picks are likely among ports it just handed out: record 15 of them as used
+    # and name the other three with --not; none of them may come back.
+    record = tmp_path / "used-ports"
+    record.write_text("".join(f"{p}\n" for p in probe[:15]))
+    got = _free_ports(200, "--record", str(record), "--not", *map(str, probe[15:]))
     assert len(set(got)) == 200
     assert not set(got) & set(probe)

@@ -8,6 +8,7 @@ with LocalMlflow() as mlf:          # PostgreSQL 15 + `mlflow server`, both on 1
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -21,19 +22,15 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 MLFLOW_SERVER_SH = ROOT / "deploy" / "local" / "mlflow-server.sh"
+FREE_PORTS_PY = ROOT / "deploy" / "local" / "free_ports.py"
+_spec = importlib.util.spec_from_file_location("free_ports", FREE_PORTS_PY)
+_FREE_PORTS = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_FREE_PORTS)
 
 
 def free_ports(n: int) -> list[int]:
-    """n distinct free ports: the probes stay open until all are chosen, since a closed probe's
-    port is free again at once and the kernel may hand it out twice."""
-    probes = [socket.socket() for _ in range(n)]
-    try:
-        for s in probes:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in probes]
-    finally:
-        for s in probes:
-            s.close()
+    """n distinct free ports, chosen as the deploy/local scripts choose theirs."""
+    return _FREE_PORTS.free_ports(n, set())
 
 
 def free_port() -> int:
