@@ -49,7 +49,7 @@ SPEEDUP_TARGET = 5.0
 OVERHEAD_TARGET_S = 0.5
 SIGMA_INV = {"low": 0.05, "high": 20.0}  # search_spaces/sinusoid.yaml
 LR = {"low": 1e-3, "high": 1e-2}
-# Tune settings read from the environment at fit time. service.sweep.configure_tune sets them for
+# Tune settings read from the environment at fit time. service.session.configure_tune sets them for
 # our sweeps; stock Ray Tune runs with Ray's defaults (unset: loggers on, checkpoint period "auto").
 TUNE_ENV = ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "TUNE_GLOBAL_CHECKPOINT_S")
 
@@ -161,7 +161,7 @@ def run_stock(args: argparse.Namespace, uri: str, storage: Path) -> float:
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.search.optuna import OptunaSearch
 
-    from service.sweep import run_trial
+    from service.trial import run_trial
 
     param_space = {
         **fixed_config(args),
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     import ray
 
     from service import conventions as cv
-    from service.sweep import start_ray
+    from service.session import start_ray
 
     print(f"compute: {args.compute_repeats} in-process trials ...", flush=True)
     compute = compute_per_trial(args, args.compute_repeats)

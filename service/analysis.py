@@ -3,6 +3,7 @@
 `load_trials` is the one I/O boundary: it reads a sweep's runs into a DataFrame (one row per trial,
 typed config columns, final metrics) with the sweep's tags in `df.attrs`. Everything else here is
 DataFrame in, DataFrame out, so it can be tested on hand-built frames and reused on exported CSVs.
+A bad argument (a column the trials lack, `top < 1`, ...) is a one-line `SpecError` naming it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from service import conventions as cv
-from service.errors import TrackingError, tracking_error
+from service.errors import SpecError, TrackingError, tracking_error
 
 # Bookkeeping columns of every trial row; all other columns are config keys or metrics.
 BASE_COLUMNS = ("sweep", "run_id", "trial_id", "status", "failure_reason", "cell")
@@ -227,7 +228,7 @@ def best_configs(
     _require_columns(trials, "metric", [metric])
     groups = _group_columns(trials, by)
     if top < 1:
-        raise ValueError(f"`top` must be >= 1, but got {top}")
+        raise SpecError(f"`top` must be >= 1, but got {top}")
 
     done = _finished(trials)
     done = done[np.isfinite(done[metric].to_numpy(dtype=float))]
@@ -265,7 +266,7 @@ def length_scale_curve(
     values = _value_columns(trials, metric)
     groups = _group_columns(trials, by, exclude=x)
     if not 0 < confidence < 1:
-        raise ValueError(f"`confidence` must satisfy 0 < confidence < 1, but got {confidence}")
+        raise SpecError(f"`confidence` must satisfy 0 < confidence < 1, but got {confidence}")
 
     keys = [*groups, x]
     long = _finished(trials)[[*keys, *values]].melt(
@@ -322,9 +323,9 @@ def optimum(
     values = _value_columns(trials, metric)
     groups = _group_columns(trials, by, exclude=x)
     if n_boot < 0:
-        raise ValueError(f"`n_boot` must be >= 0, but got {n_boot}")
+        raise SpecError(f"`n_boot` must be >= 0, but got {n_boot}")
     if not 0 <= edge_fraction < 0.5:
-        raise ValueError(
+        raise SpecError(
             f"`edge_fraction` must satisfy 0 <= edge_fraction < 0.5, got {edge_fraction}"
         )
     bounds = _search_bounds(trials, x) if bounds is None else _checked_bounds(bounds)
@@ -337,7 +338,7 @@ def optimum(
         if xs.size == 0:
             continue
         if (xs <= 0).any():
-            raise ValueError(f"`{x}` must be positive for a fit in log {x}, but got {xs.min()}")
+            raise SpecError(f"`{x}` must be positive for a fit in log {x}, but got {xs.min()}")
         fit = _GroupFit(np.log(xs), replicas, counts, mode)
         u_opt, value, kind = fit.estimate(fit.means)
         low, high = bounds or (xs.min(), xs.max())
@@ -470,7 +471,7 @@ def _search_bounds(trials: pd.DataFrame, x: str) -> tuple[float, float] | None:
 def _checked_bounds(bounds: Sequence[float]) -> tuple[float, float]:
     low, high = (float(b) for b in bounds)
     if not 0 < low < high:
-        raise ValueError(f"`bounds` must satisfy 0 < low < high, but got (low={low}, high={high})")
+        raise SpecError(f"`bounds` must satisfy 0 < low < high, but got (low={low}, high={high})")
     return low, high
 
 
@@ -483,7 +484,7 @@ def _objective(trials: pd.DataFrame, metric: str | None, mode: str | None) -> tu
     objective = trials.attrs.get("objective_metric")
     if metric is None:
         if objective is None:
-            raise ValueError(
+            raise SpecError(
                 "`metric` must be given when the trials carry no objective_metric in attrs, "
                 "but got None"
             )
@@ -491,14 +492,14 @@ def _objective(trials: pd.DataFrame, metric: str | None, mode: str | None) -> tu
     if mode is None:
         mode = (trials.attrs.get("objective_mode") if metric == objective else None) or "min"
     if mode not in ("min", "max"):
-        raise ValueError(f"`mode` must be 'min' or 'max', but got {mode!r}")
+        raise SpecError(f"`mode` must be 'min' or 'max', but got {mode!r}")
     return metric, mode
 
 
 def _require_columns(trials: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
     for column in columns:
         if column not in trials.columns:
-            raise ValueError(
+            raise SpecError(
                 f"`{name}` must be a column of the trials, but got {column!r} "
                 f"(columns: {', '.join(map(str, trials.columns))})"
             )
@@ -526,7 +527,7 @@ def _group_columns(
     else:
         columns = [by] if isinstance(by, str) else list(by)
         if exclude is not None and exclude in columns:
-            raise ValueError(f"`by` must not contain the x column {exclude!r}, but got {columns}")
+            raise SpecError(f"`by` must not contain the x column {exclude!r}, but got {columns}")
     _require_columns(trials, "by", columns)
     return columns
 

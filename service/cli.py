@@ -1,16 +1,18 @@
 """`smoothsweep`: the command line. It parses arguments and delegates; nothing else lives here.
 
-User errors (`SweepError`, bad config values) become one line on stderr and exit 2 (usage) or 1
-(runtime), without a traceback.
+User errors (`SweepError`: a bad spec, config value or argument, an unreachable server) become one
+line on stderr and exit 2 (usage) or 1 (runtime), without a traceback; anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +39,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SweepError as exc:
         return fail(str(exc), exc.exit_code)
-    except ValueError as exc:  # config rule broken (trainables' ConfigError), bad column, ...
-        return fail(str(exc), 2)
-    except KeyError as exc:  # unknown experiment
-        return fail(str(exc).strip('"'), 2)
 
 
 def fail(message: str, code: int) -> int:
@@ -176,20 +174,26 @@ def emit(frame: pd.DataFrame, fmt: str) -> None:
 def cmd_experiments(args: argparse.Namespace) -> int:
     import trainables
 
+    full = args.format == "json"
     rows = []
     for name in sorted(trainables.REGISTRY):
         module = trainables.load(name)
+        config = module.Config
+        fields, per_replica = config.describe(), list(config.per_replica_fields())
+        metrics = {
+            metric: {"mode": m.mode, "final": m.final} for metric, m in config().metrics().items()
+        }
         rows.append(
             {
                 "experiment": name,
-                "objective": module.Config.objective,
+                "objective": config.objective,
                 "summary": (module.__doc__ or "").strip().splitlines()[0],
-                "fields": module.Config.describe()
-                if args.format == "json"
-                else len(module.Config.describe()),
+                "fields": fields if full else len(fields),
+                "per_replica": per_replica if full else len(per_replica),
+                "metrics": metrics if full else len(metrics),
             }
         )
-    if args.format == "json":
+    if full:
         print(json.dumps(rows, indent=2, default=str))
     else:
         emit(pd.DataFrame(rows), args.format)
@@ -199,11 +203,18 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import trainables
     from trainables.artifacts import ARTIFACTS
-    from trainables.config import parse_override
+    from trainables.report import DIVERGED
 
-    module = trainables.load(args.experiment)
-    config = dict(parse_override(s) for s in args.set)
-    module.Config.from_mapping(config)  # fail on a bad key before any compute
+    try:
+        module = trainables.load(args.experiment)
+    except trainables.UnknownExperiment as exc:
+        raise SpecError(str(exc)) from None
+    with _config_errors(args.experiment):
+        from trainables.config import parse_override
+
+        config = dict(parse_override(s) for s in args.set)
+        module.Config.from_mapping(config)  # fail on a bad key before any compute
+    device = _device(args.device)
 
     def report(step: int, metrics: Mapping[str, Any]) -> bool:
         shown = " ".join(
@@ -212,7 +223,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"step {step}: {shown}", file=sys.stderr, flush=True)
         return False
 
-    metrics = module.run(config, report, device=args.device)
+    with _config_errors(args.experiment):  # a rule only the data or model can check
+        metrics = module.run(config, report, device=device)
     payloads = metrics.pop(ARTIFACTS, None) or {}
     if payloads and args.artifacts:
         from service.plots import render_artifact
@@ -230,7 +242,35 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2))
     else:
         emit(pd.DataFrame([{k: v for k, v in metrics.items() if "/" not in k}]), "table")
-    return 1 if metrics.get("diverged") else 0
+    return 1 if metrics.get(DIVERGED) else 0
+
+
+@contextlib.contextmanager
+def _config_errors(experiment: str) -> Iterator[None]:
+    """A config rule the user's `--set` broke: a SpecError naming the experiment."""
+    from trainables.config import ConfigError
+
+    try:
+        yield
+    except ConfigError as exc:
+        raise SpecError(f"{experiment}: {exc}") from None
+
+
+def _device(name: str | None) -> str | None:
+    """`--device` as torch reads it; a name torch does not know is the user's to fix."""
+    if name in (None, "auto"):
+        return name
+    import torch
+
+    try:
+        kind = torch.device(name).type
+    except RuntimeError:
+        raise SpecError(
+            f"`--device` must be a torch device (cpu, cuda, cuda:1, mps, ...), but got {name!r}"
+        ) from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SpecError(f"`--device` {name!r}: torch sees no CUDA device here; use --device cpu")
+    return name
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -242,7 +282,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     name = args.name or default_name(spec)
     if args.address:
         from service.cluster import require_server_tracking
-        from service.sweep import probe_address
+        from service.session import probe_address
 
         require_server_tracking(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
         probe_address(args.address)
@@ -315,7 +355,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         )
         return _submitted(job, args)
     if args.address:
-        from service.sweep import probe_address
+        from service.session import probe_address
 
         probe_address(args.address)
     result = resume_sweep(

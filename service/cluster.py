@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ClusterError, SpecError
+from service.session import auth_hint, first_line, probe_tcp
 
 IMAGE = "ghcr.io/smoothsweep/smoothsweep"  # deploy/docker builds it; kuberay/ and cluster/ run it
 ENTRYPOINT = "smoothsweep"  # the console script, the image's entrypoint
@@ -38,7 +39,6 @@ ACTION_KEY = "smoothsweep.action"  # "run" or "resume"
 GIT_SHA_ENV = "SMOOTHSWEEP_GIT_SHA"  # the submitter's code version, for the job's MLflow tags
 DEFAULT_CLUSTER_STORAGE = "~/smoothsweep/sweeps"  # on the head: survives the job's temp dirs
 PACKAGES = ("service", "trainables", "search_spaces")
-CONNECT_TIMEOUT_S = 20.0
 # How long `jobs stop` lets a driver wind down (stop its trials, save Tune's state, close its MLflow
 # runs KILLED) before Ray kills it; Ray's default of 3 s would cut that short, leaving runs RUNNING.
 STOP_GRACE_S = 60
@@ -81,19 +81,6 @@ def _probe(address: str) -> None:
     probe_tcp(address, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
 
 
-def probe_tcp(address: str, host: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """A plain TCP connect first: Ray's own clients wait much longer on a dead head."""
-    import socket
-
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as exc:
-        raise ClusterError(
-            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
-            f"is the head running and that port open? check --address"
-        ) from None
-
-
 def _guard(address: str, what: str, call: Callable[[], Any]) -> Any:
     """Turn Ray's connection and auth failures into one line that says what to do."""
     from ray.exceptions import AuthenticationError
@@ -104,31 +91,14 @@ def _guard(address: str, what: str, call: Callable[[], Any]) -> Any:
         raise ClusterError(auth_hint(address)) from None
     except (ConnectionError, OSError) as exc:
         raise ClusterError(
-            f"cannot reach the Ray cluster at {address} ({_first_line(exc)}); "
+            f"cannot reach the Ray cluster at {address} ({first_line(exc)}); "
             f"is the head running and the dashboard port open? check --address"
         ) from None
     except RuntimeError as exc:  # the Jobs API answers errors (unknown job, ...) this way
-        text = _first_line(exc)
+        text = first_line(exc)
         if "401" in text or "403" in text or "uthenticat" in text:
             raise ClusterError(auth_hint(address)) from None
         raise ClusterError(f"the Ray cluster at {address} could not {what} it: {text}") from None
-
-
-def auth_hint(address: str) -> str:
-    import os
-
-    mode = os.environ.get("RAY_AUTH_MODE", "")
-    have = "RAY_AUTH_TOKEN is set" if os.environ.get("RAY_AUTH_TOKEN") else "no token is set"
-    return (
-        f"the Ray cluster at {address} rejected this client's token (RAY_AUTH_MODE="
-        f"{mode or 'unset'}, {have}): export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the "
-        f"cluster's token>, or disable auth on every node and client"
-    )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 # --- submitting -----------------------------------------------------------------------------------

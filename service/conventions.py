@@ -41,8 +41,8 @@ FAILURE_REASON = PREFIX + "failure_reason"  # why a FAILED/KILLED trial ended
 
 SPEC_ARTIFACT = "spec.json"  # the resolved spec, on the parent run
 
-# Reported by every trainable at its final step: 1.0 when training stopped on a non-finite loss.
-DIVERGED = "diverged"
+# The keys of a trainable's own report (`diverged`, `failure_reason`, `artifacts`) are defined once,
+# in `trainables.report`; the writer reads them from there. The reader sees `diverged` as a metric.
 
 
 def replica_metric(metric: str, replica: int) -> str:

@@ -6,53 +6,52 @@
   every cell gets dense coverage instead of one study chasing the easiest cell.
 
 Profiles (`smoke`, `paper`) are partial specs merged over the base. Every error names the field, the
-rule and the value, and is raised as a one-line `SpecError`.
+rule and the value, and is raised as a one-line `SpecError`, before any compute: the objective too
+is checked against the metrics the experiment's Config declares (`Config.metrics()`).
+
+One validation system for the spec and the configs: the spec's parts are frozen dataclasses built
+by the same strict `from_mapping` as every experiment's Config (`trainables.config.Strict`), with
+cross-field rules in `__post_init__` as `require(...)`. A schema library would be a second one, and
+it would have to be taught what the configs already know: per-replica fields (`PerReplica[X]`, one
+value or a list of one per replica); YAML 1.1's quirks (`1e-3` read as a string, yes/no as bools);
+that a bool is not an int; one message style for every field of spec and config ("`field` must be
+RULE, but got VALUE", the dotted path of a nested one); a did-you-mean for unknown keys; and no
+second schema language to read.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import hashlib
 import itertools
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    AllowInfNan,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
 
 import trainables
-from service.conventions import cell_label, dumps
+from service.conventions import dumps
 from service.errors import SpecError
-from trainables.config import ConfigError, parse_override
+from trainables.config import (
+    INT64,
+    ConfigError,
+    ExperimentConfig,
+    Strict,
+    parse_override,
+    require,
+    unknown_keys,
+)
+from trainables.report import Metric
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _not_a_bool(value: Any) -> Any:
-    # YAML reads yes/no/on/off as booleans; pydantic would take them as 1 and 0.
-    if isinstance(value, bool):
-        raise ValueError("Input should be a number, not a boolean")
-    return value
-
-
-Number = Annotated[float, BeforeValidator(_not_a_bool), AllowInfNan(False)]
-Integer = Annotated[int, BeforeValidator(_not_a_bool)]
-INT64 = 2**63
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _numbers(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -67,28 +66,50 @@ def _numbers(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, node
 
 
-class SearchParam(_Strict):
+def _usable_numbers(raw: Mapping[str, Any]) -> None:
+    """NaN, ±inf and integers beyond 64 bits are never a setting (profiles: when applied).
+
+    Checked before any field is typed, so that `fixed` and `axes` (typed by the Config, later) are
+    covered too, and a 4000-digit integer never reaches a message.
+    """
+    body = {k: v for k, v in raw.items() if k != "profiles"}
+    for path, value in _numbers(body):
+        if isinstance(value, float) and not math.isfinite(value):
+            shown = repr(value)
+        elif isinstance(value, int) and not -INT64 <= value < INT64:
+            shown = f"a {value.bit_length()}-bit integer"
+        else:
+            continue
+        raise ConfigError(
+            f"`{path}`: {shown} is not a usable value "
+            f"(numbers must be finite, integers within 64 bits)"
+        )
+
+
+@dataclass(frozen=True)
+class SearchParam(Strict):
     """One searched parameter: a float or int range (optionally log-uniform) or a set of choices."""
 
     type: Literal["float", "int", "categorical"] = "float"
-    low: Number | None = None
-    high: Number | None = None
+    low: float | None = None
+    high: float | None = None
     log: bool = False
+    """sample log-uniformly (low must be > 0)"""
     choices: list[Any] | None = None
+    """the values of a categorical parameter"""
 
-    @model_validator(mode="after")
-    def _check(self) -> SearchParam:
+    def __post_init__(self) -> None:
         if self.type == "categorical":
-            if not self.choices:
-                raise ValueError("a categorical parameter needs a non-empty `choices` list")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError(f"a {self.type} parameter needs `low` and `high`")
+            rule = "a non-empty list for a categorical parameter"
+            require(bool(self.choices), "choices", rule, self.choices)
+            return
+        for bound in ("low", "high"):
+            if getattr(self, bound) is None:
+                raise ConfigError(f"must be given for a {self.type} parameter", bound)
         if not self.low < self.high:
-            raise ValueError(f"`low < high` must hold, but got low={self.low}, high={self.high}")
+            raise ConfigError(f"`low < high` must hold, but got low={self.low}, high={self.high}")
         if self.log and self.low <= 0:
-            raise ValueError(f"`low > 0` must hold when log is true, but got low={self.low}")
-        return self
+            raise ConfigError(f"`low > 0` must hold when log is true, but got low={self.low}")
 
     def distribution(self) -> Any:
         import optuna
@@ -106,101 +127,148 @@ class SearchParam(_Strict):
         return int(self.low) if self.type == "int" else float(self.low)
 
 
-class Objective(_Strict):
+@dataclass(frozen=True)
+class Objective(Strict):
     metric: str
-    mode: Literal["min", "max"]
+    """a metric the experiment's Config declares (`metrics()`)"""
+    mode: Literal["min", "max"] | None = None
+    """the better side; may be left out where the Config declares it (then it is filled in)"""
 
 
-class Asha(_Strict):
+@dataclass(frozen=True)
+class Asha(Strict):
     """Asynchronous successive halving over reports (each evaluation is one report)."""
 
-    grace_period: Integer = Field(1, ge=1)
-    reduction_factor: Number = Field(2.0, gt=1)
-    max_t: Integer | None = Field(None, ge=1)
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    max_t: int | None = None
+
+    def __post_init__(self) -> None:
+        require(self.grace_period >= 1, "grace_period", ">= 1", self.grace_period)
+        require(self.reduction_factor > 1, "reduction_factor", "> 1", self.reduction_factor)
+        require(self.max_t is None or self.max_t >= 1, "max_t", ">= 1 or null", self.max_t)
 
 
-class Resources(_Strict):
-    cpu: Number = Field(1.0, gt=0)
-    gpu: Number = Field(0.0, ge=0)
+@dataclass(frozen=True)
+class Resources(Strict):
+    cpu: float = 1.0
+    gpu: float = 0.0
 
-    @model_validator(mode="after")
-    def _whole_gpus(self) -> Resources:
-        if self.gpu > 1 and not float(self.gpu).is_integer():
-            raise ValueError(f"`gpu` above 1 must be a whole number, but got {self.gpu}")
-        return self
+    def __post_init__(self) -> None:
+        require(self.cpu > 0, "cpu", "> 0", self.cpu)
+        require(self.gpu >= 0, "gpu", ">= 0", self.gpu)
+        whole = self.gpu <= 1 or self.gpu.is_integer()  # Ray shares one GPU, never two and a half
+        require(whole, "gpu", "at most 1 or a whole number", self.gpu)
 
 
-class Spec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+@dataclass(frozen=True, kw_only=True)
+class Spec(Strict):
+    """A validated sweep spec; `load_spec` builds one from YAML, a profile and overrides."""
+
+    name: str
     experiment: str
     description: str = ""
     objective: Objective
-    fixed: dict[str, Any] = {}
-    axes: dict[str, list[Any]] = {}
-    search: dict[str, SearchParam] = {}
-    trials_per_cell: Integer = Field(8, ge=1)
-    max_concurrent: Integer = Field(2, ge=1)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    search: dict[str, SearchParam] = field(default_factory=dict)
+    trials_per_cell: int = 8
+    max_concurrent: int = 2
     sampler: Literal["tpe", "cmaes", "qmc", "random"] = "tpe"
-    # seeds the Optuna sampler of cell i with sampler_seed + i; NumPy wants seeds in [0, 2**32)
-    sampler_seed: Integer = Field(0, ge=0, lt=2**31)
+    sampler_seed: int = 0
+    """seeds the Optuna sampler of cell i with sampler_seed + i; NumPy wants seeds in [0, 2**32)"""
     asha: Asha | None = None
-    resources: Resources = Resources()
-    max_failures: Integer = Field(0, ge=0)
+    resources: Resources = field(default_factory=Resources)
+    max_failures: int = 0
     overlay: str | None = None
-    profiles: dict[str, dict[str, Any]] = {}
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    @model_validator(mode="before")
     @classmethod
-    def _finite_numbers(cls, data: Any) -> Any:
-        """NaN, ±inf and integers beyond 64 bits are never a setting (profiles: when applied)."""
-        if not isinstance(data, Mapping):
-            return data
-        body = {k: v for k, v in data.items() if k != "profiles"}
-        for path, value in _numbers(body):
-            if isinstance(value, float) and not math.isfinite(value):
-                shown = repr(value)
-            elif isinstance(value, int) and not -INT64 <= value < INT64:
-                shown = f"a {value.bit_length()}-bit integer"
-            else:
-                continue
-            raise ValueError(
-                f"`{path}`: {shown} is not a usable value "
-                f"(numbers must be finite, integers within 64 bits)"
-            )
-        return data
+    def where(cls, path: str = "") -> str:
+        return "the spec"
 
-    @model_validator(mode="after")
-    def _check_against_config(self) -> Spec:
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], path: str = "") -> Spec:
+        if isinstance(values, Mapping):
+            _usable_numbers(values)
+        return super().from_mapping(values, path)
+
+    def __post_init__(self) -> None:
+        rule = "letters, digits, '_', '.' or '-', starting with a letter or digit"
+        require(NAME.fullmatch(self.name) is not None, "name", rule, self.name)
+        require(self.trials_per_cell >= 1, "trials_per_cell", ">= 1", self.trials_per_cell)
+        require(self.max_concurrent >= 1, "max_concurrent", ">= 1", self.max_concurrent)
+        ok = 0 <= self.sampler_seed < 2**31
+        require(ok, "sampler_seed", "in [0, 2**31)", self.sampler_seed)
+        require(self.max_failures >= 0, "max_failures", ">= 0", self.max_failures)
+        config = self._config()
+        declared = self._check_against_config(config)
+        mode = self._check_objective(declared)
+        if self.objective.mode is None:  # declared by the Config: the spec as run names it
+            object.__setattr__(self, "objective", dataclasses.replace(self.objective, mode=mode))
+
+    def _config(self) -> type[ExperimentConfig]:
         if self.experiment not in trainables.REGISTRY:
-            raise ValueError(
-                f"unknown experiment {self.experiment!r}; known: {sorted(trainables.REGISTRY)}"
-            )
+            known = sorted(trainables.REGISTRY)
+            close = difflib.get_close_matches(self.experiment, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ";"
+            raise ConfigError(f"unknown experiment {self.experiment!r}{hint} known: {known}")
+        return trainables.load(self.experiment).Config
+
+    def _check_against_config(self, config: type[ExperimentConfig]) -> list[dict[str, Metric]]:
+        """Every key is a field of the Config, in one role; every trial's config is valid.
+
+        Returns the metrics each trial's config declares (none yet for a Config being ported).
+        """
         for axis, values in self.axes.items():
-            if not values:
-                raise ValueError(f"axis `{axis}` needs at least one value")
-        config = trainables.load(self.experiment).Config
+            require(bool(values), f"axes.{axis}", "a non-empty list of values", values)
         fields = {f.name for f in dataclasses.fields(config)}
         for role in ("fixed", "axes", "search"):
-            unknown = sorted(set(getattr(self, role)) - fields)
+            unknown = [k for k in getattr(self, role) if k not in fields]
             if unknown:
-                raise ValueError(
-                    f"{role} keys {unknown} are not fields of {self.experiment}'s Config "
-                    f"(see `smoothsweep experiments`)"
-                )
+                valid_as = f"fields of {self.experiment}'s Config"
+                raise unknown_keys(unknown, fields, f"`{role}`", "config key", valid_as)
         roles = {"fixed": set(self.fixed), "axes": set(self.axes), "search": set(self.search)}
         for (a, ka), (b, kb) in itertools.combinations(roles.items(), 2):
             if ka & kb:
-                raise ValueError(f"keys {sorted(ka & kb)} appear in both `{a}` and `{b}`")
-        try:
-            examples = self._examples()
-            for cell in self.cells():
-                config.from_mapping(self.trial_config(cell, examples))
-            for key, param in self.search.items():  # every choice, not only the example
-                for choice in param.choices[1:] if param.type == "categorical" else []:
-                    config.from_mapping(self.trial_config(cell, {**examples, key: choice}))
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return self
+                raise ConfigError(f"keys {sorted(ka & kb)} appear in both `{a}` and `{b}`")
+        examples = self._examples()
+        variants = [examples]  # every choice, not only the example
+        for key, param in self.search.items():
+            for choice in param.choices[1:] if param.type == "categorical" else []:
+                variants.append({**examples, key: choice})
+        declared = []
+        for cell in self.cells():
+            for suggested in variants:
+                cfg = config.from_mapping(self.trial_config(cell, suggested))
+                declared.append(cfg.metrics())
+        return declared
+
+    def _check_objective(self, declared: list[dict[str, Metric]]) -> str:
+        """The objective is a metric every trial reports, on the side it declares; the mode."""
+        metric, mode = self.objective.metric, self.objective.mode
+        for metrics in declared:
+            if metric not in metrics:
+                raise ConfigError(
+                    f"`objective.metric` {metric!r} is not a metric {self.experiment} reports; "
+                    f"it reports {', '.join(sorted(metrics))}"
+                )
+            better = metrics[metric].mode
+            if better is None and mode is None:
+                raise ConfigError(
+                    f"must be 'min' or 'max': {self.experiment} declares no better side "
+                    f"of {metric}",
+                    "objective.mode",
+                )
+            rule = f"{better!r} for {metric} (as {self.experiment} declares)"
+            require(better is None or mode in (None, better), "objective.mode", rule, mode)
+            if self.asha is not None and metrics[metric].final:
+                raise ConfigError(
+                    f"`asha` needs the objective at every report, but `objective.metric` "
+                    f"{metric!r} is final-only (measured once, at the end); set `asha: null`"
+                )
+            mode = mode or better
+        return mode
 
     def _examples(self) -> dict[str, Any]:
         return {k: p.example() for k, p in self.search.items()}
@@ -219,12 +287,11 @@ class Spec(_Strict):
     def num_trials(self) -> int:
         return len(self.cells()) * self.trials_per_cell
 
-    def cell_labels(self) -> list[str]:
-        return [cell_label(c) for c in self.cells()]
-
     def resolved(self) -> dict[str, Any]:
-        """The spec as run: profiles already applied, so they are dropped."""
-        return self.model_dump(mode="json", exclude={"profiles"})
+        """The spec as run, as JSON-able data: profiles already applied, so they are dropped."""
+        out = dataclasses.asdict(self)
+        del out["profiles"]
+        return out
 
     @property
     def sha256(self) -> str:
@@ -321,9 +388,11 @@ def load_spec(
         raw = deep_merge(raw, profiles[profile])
     raw = apply_overrides(raw, overrides, source)
     try:
-        return Spec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(f"{source}: {describe_error(exc)}") from None
+        return Spec.from_mapping(raw)
+    except ConfigError as exc:
+        raise SpecError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: not a spec: a value nested too deeply") from None
 
 
 def read_yaml(path: Path) -> Any:
@@ -388,15 +457,3 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], source: str) 
             raise SpecError(f"{source}: `fixed` must be a mapping, but got {out['fixed']!r}")
         out["fixed"][key] = value
     return out
-
-
-def describe_error(exc: ValidationError) -> str:
-    """The first pydantic error as one line: `field.path`: message (got value)."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    where = f"`{loc}`: " if loc else ""
-    got = err.get("input")
-    shown = "" if not loc or isinstance(got, dict) else f" (got {got!r})"
-    more = f" [+{exc.error_count() - 1} more]" if exc.error_count() > 1 else ""
-    return f"{where}{msg}{shown}{more}".replace("\n", " ")

@@ -11,6 +11,7 @@ Library code never sets global MLflow state: the tracking URI is passed in expli
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -30,6 +31,11 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from service import conventions as cv
 from service.errors import connection_cause, tracking_error
 from trainables.artifacts import ARTIFACTS
+from trainables.config import ConfigError
+from trainables.report import DIVERGED, FAILURE_REASON
+
+if TYPE_CHECKING:
+    from service.spec import Spec
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -37,13 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = "mlflow.db"
 MAX_BATCH = 900  # MLflow accepts 1000 metrics per log_batch call
 FLUSH_EVERY_S = 2.0
-NOT_METRICS = set(AUTO_RESULT_KEYS) | {
-    "step",
-    "done",
-    "trial_id",
-    "experiment_tag",
-    "failure_reason",
-}
+NOT_METRICS = set(AUTO_RESULT_KEYS) | {"step", "done", "trial_id", "experiment_tag", FAILURE_REASON}
 ARTIFACT_ERROR = cv.PREFIX + "artifact_error"
 LOGGED_STEP = cv.PREFIX + "logged_step"  # last step flushed: a restarted trial skips up to it
 
@@ -89,6 +89,26 @@ def git_sha() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+
+
+def sweep_tags(spec: Spec) -> dict[str, str]:
+    """The tags of a sweep's parent run, repeated on each trial's run: reproduction and reading."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        code_version = version("smoothsweep")
+    except PackageNotFoundError:
+        code_version = "unknown"
+    return {
+        cv.EXPERIMENT: spec.experiment,
+        cv.SPEC_SHA256: spec.sha256,
+        cv.GIT_SHA: git_sha(),
+        cv.CODE_VERSION: code_version,
+        cv.OBJECTIVE_METRIC: spec.objective.metric,
+        cv.OBJECTIVE_MODE: spec.objective.mode,
+        cv.AXES: json.dumps(sorted(spec.axes)),
+        cv.SEARCH: json.dumps(spec.search_bounds()),
+    }
 
 
 def with_retry(
@@ -307,19 +327,19 @@ class _TrialRun:
 
 
 class MlflowTracker(Callback):
-    """Ray Tune callback: one child run per trial under the sweep's parent run."""
+    """Ray Tune callback: one child run per trial under the sweep's parent run.
 
-    def __init__(
-        self,
-        record: SweepRecord,
-        tags: Mapping[str, str],
-        seeds_of: Callable[[Mapping[str, Any]], list[int]],
-        cell_of: Callable[[Mapping[str, Any]], str],
-    ) -> None:
+    From the spec it knows each trial's cell (its axis values) and seeds (what the experiment's
+    Config makes of the trial's config), and the tags every run of the sweep carries.
+    """
+
+    def __init__(self, record: SweepRecord, spec: Spec) -> None:
+        import trainables
+
         self.record = record
-        self.tags = dict(tags)
-        self.seeds_of = seeds_of
-        self.cell_of = cell_of
+        self.tags = sweep_tags(spec)
+        self.axes = sorted(spec.axes)
+        self.config_class = trainables.load(spec.experiment).Config
         self.runs: dict[str, _TrialRun] = {}
         self.existing = record.trial_runs()
         self.lost: dict[str, Any] | None = None
@@ -366,8 +386,8 @@ class MlflowTracker(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
-        if result.get(cv.DIVERGED):
-            reason = str(result.get("failure_reason", "diverged"))
+        if result.get(DIVERGED):
+            reason = str(result.get(FAILURE_REASON, "diverged"))
             self._close(trial, "FAILED", reason)
         else:
             self._close(trial, "FINISHED")
@@ -409,16 +429,14 @@ class MlflowTracker(Callback):
                     self._call(lambda: self.client.delete_tag(run.run_id, cv.FAILURE_REASON), "tag")
         else:
             config = dict(trial.config)
-            seeds = self.seeds_of(config)
             tags = {
                 **self.tags,
                 cv.ROLE: cv.ROLE_TRIAL,
                 cv.PARENT_RUN_ID: self.record.parent_run_id,
                 cv.TRIAL_ID: tid,
-                cv.CELL: self.cell_of(config),
+                cv.CELL: cv.cell_label({a: config[a] for a in self.axes if a in config}),
                 cv.CONFIG: cv.dumps(config),
-                cv.SEED: str(seeds[0]),
-                cv.SEEDS: ",".join(map(str, seeds)),
+                **self._seed_tags(config),
             }
             run = _TrialRun(None, 0)  # its id arrives when the create is sent (see Outbox)
 
@@ -437,6 +455,15 @@ class MlflowTracker(Callback):
                 )
         self.runs[tid] = run
         return run
+
+    def _seed_tags(self, config: Mapping[str, Any]) -> dict[str, str]:
+        """The replicas' seeds as the experiment derives them; none for a config it rejects (that
+        trial fails with the reason, and the driver must not fail with it)."""
+        try:
+            seeds = self.config_class.from_mapping(config).seeds
+        except ConfigError:
+            return {}
+        return {cv.SEED: str(seeds[0]), cv.SEEDS: ",".join(map(str, seeds))}
 
     def _adopt(self, trial: Any) -> Any:
         """A lost run with this trial's exact config: the same trial, re-suggested after a resume.

@@ -10,14 +10,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from trainables.report import DIVERGED
+
 GPU_PEAK = "gpu_memory_peak_mib"
-# Marks the error of a trial whose experiment never reports the spec's objective: a spec mistake
-# that fails every trial alike, so the driver ends the sweep at the first (service/sweep.py).
-NOT_REPORTED = "is not a metric this experiment reports"
-
-
-class ObjectiveNotReported(ValueError):
-    pass
 
 
 class TuneReporter:
@@ -25,6 +20,8 @@ class TuneReporter:
 
     A diverged trial reports its objective as the worst possible value: Optuna then learns that the
     region is bad (a failed trial would be ignored by TPE), and MLflow still marks the run FAILED.
+    An objective the experiment declares final (measured only at the last evaluation) is absent
+    from the reports before it, and stays absent: the searcher and scheduler wait for it.
     """
 
     def __init__(self, metric: str, mode: str, device: str = "cpu") -> None:
@@ -35,15 +32,6 @@ class TuneReporter:
     def __call__(self, step: int, metrics: Mapping[str, Any]) -> bool:
         from ray import tune
 
-        if self.metric not in metrics:
-            reported = sorted(
-                k for k, v in metrics.items()
-                if "/" not in k and isinstance(v, (int, float)) and not isinstance(v, bool)
-            )  # fmt: skip
-            raise ObjectiveNotReported(
-                f"objective.metric {self.metric!r} {NOT_REPORTED} (it reports "
-                f"{', '.join(reported)}); set `objective.metric` in the spec to one of them"
-            )
         out = dict(metrics)
         out["step"] = step
         if self.on_gpu:
@@ -52,8 +40,10 @@ class TuneReporter:
 
             out[GPU_PEAK] = torch.cuda.max_memory_allocated() / 2**20
         value = out.get(self.metric)
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            out[self.metric] = self.worst
+        # A diverged run stops before its final evaluation: a final-only objective is missing then.
+        if self.metric in out or out.get(DIVERGED):
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                out[self.metric] = self.worst
         tune.report(out)
         return False  # Tune stops a trial itself (scheduler decisions end the function)
 

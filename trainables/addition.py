@@ -27,7 +27,8 @@ Choices the paper leaves open, and what we do:
   report hole_mse (r < 0.5: outside the data, inside its convex hull), ring_mse (0.5 ≤ r ≤ 1) and
   outside_mse (1 < r ≤ 1.5: the disc of radius 1.5 minus the unit disc, so the square's corners
   count for ood_mse but not for outside_mse). Region tests use r², so boundaries are exact.
-- Labels are noiseless (the paper adds no noise to the arithmetic tasks).
+- Labels are noiseless (the paper adds no noise to the arithmetic tasks). The data sets, the grid
+  and the regions live in `trainables.data.regression`, which the `gp` experiment shares.
 - f_sym averages two forward passes; float addition is commutative, so f_sym is exactly
   symmetric bit for bit.
 - The loss surface (Fig. 1, 2, 4) is log10 of the squared error, floored at 1e-30 so an exact
@@ -36,50 +37,36 @@ Choices the paper leaves open, and what we do:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from trainables import artifacts, engine
-from trainables.config import ExperimentConfig, require
-from trainables.data import Sampler, Split, stack
-from trainables.nn import NetworkConfig, ReplicaMLP, replica_generators
-
-Operation = Literal["add", "multiply"]
-Domain = Literal["disc", "annulus", "normal"]
-EXTENT = 1.5  # the evaluation square [-1.5, 1.5]² of Table 1 and Fig. 1
-ERROR_FLOOR = 1e-30
-
-
-@dataclass(frozen=True)
-class DataConfig(ExperimentConfig):
-    """The arithmetic data sets; shared with the `gp` experiment so both see the same points."""
-
-    operation: Operation = "add"
-    """target: "add" is y = x1 + x2 (§3.1), "multiply" is y = x1·x2 (A.2.5)"""
-    domain: Domain = "disc"
-    """training inputs: unit disc (§3.1), annulus 0.5 ≤ r ≤ 1 (§3.2), standard normal (A.2.3)"""
-    train_points: int = 128
-    """training points per replica (D = 128 in §3.1)"""
-    test_points: int = 1000
-    """test points per replica, a fresh sample from the training domain"""
-    grid_size: int = 101
-    """points per side of the regular grid on [-1.5, 1.5]² for o.o.d./region errors and surface"""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("train_points", "test_points"):
-            require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
-        require(self.grid_size >= 2, "grid_size", ">= 2", self.grid_size)
+from trainables.config import require
+from trainables.data import Split
+from trainables.data.regression import (
+    EXTENT,
+    ArithmeticData,
+    Operation,
+    arithmetic_inputs,
+    arithmetic_splits,
+    grid_axis,
+    grid_points,
+    log_squared_error,
+    region_means,
+    regions,
+    target,
+)
+from trainables.nn import NetworkConfig, ReplicaMLP
+from trainables.report import Metric, Reporter, declare, no_report
 
 
 @dataclass(frozen=True)
-class Config(NetworkConfig, engine.TrainingConfig, DataConfig):
+class Config(NetworkConfig, engine.TrainingConfig, ArithmeticData):
     fresh_batches: bool = False
     """draw a new batch of batch_size points every step ("D → ∞", §3.2) instead of train_points"""
     batch_size: int = 256
@@ -91,87 +78,22 @@ class Config(NetworkConfig, engine.TrainingConfig, DataConfig):
         super().__post_init__()
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
 
-
-# --- data -----------------------------------------------------------------------------------------
-
-
-def sample_inputs(gen: torch.Generator, n: int, domain: Domain) -> Tensor:
-    """n points [n, 2] uniform on the disc or annulus (A.1's polar recipe), or standard normal."""
-    if domain == "normal":
-        return torch.randn(n, 2, generator=gen)
-    theta = torch.rand(n, generator=gen) * (2 * math.pi)
-    low = 0.25 if domain == "annulus" else 0.0  # r² ~ U(low, 1) makes the density uniform in area
-    r = torch.sqrt(low + (1 - low) * torch.rand(n, generator=gen))
-    return torch.stack([r * torch.cos(theta), r * torch.sin(theta)], dim=1)
+    def metrics(self) -> dict[str, Metric]:
+        places = ("train", "test", *regions(self.domain))
+        return declare(minimise=[f"{p}_mse" for p in places])
 
 
-def target(x: Tensor, operation: Operation) -> Tensor:
-    """y [..., 1] for inputs x [..., 2]."""
-    y = x[..., 0] + x[..., 1] if operation == "add" else x[..., 0] * x[..., 1]
-    return y.unsqueeze(-1)
+def make_data(cfg: Config) -> dict[str, Split]:
+    """Train and test from the domain, and the evaluation grid (`regression.arithmetic_splits`)."""
+    return arithmetic_splits(cfg)
 
 
-def _sample(gen: torch.Generator, n: int, *, domain: Domain, operation: Operation):
-    x = sample_inputs(gen, n, domain)
-    return x, target(x, operation)
-
-
-def domain_sampler(domain: Domain, operation: Operation) -> Sampler:
-    return partial(_sample, domain=domain, operation=operation)
-
-
-def grid_axis(grid_size: int, extent: float = EXTENT) -> Tensor:
-    return torch.linspace(-extent, extent, grid_size)
-
-
-def grid_points(grid_size: int, extent: float = EXTENT) -> Tensor:
-    """[G², 2] with x1 varying fastest: point i·G + j is (axis[j], axis[i])."""
-    axis = grid_axis(grid_size, extent)
-    gx, gy = torch.meshgrid(axis, axis, indexing="xy")
-    return torch.stack([gx.flatten(), gy.flatten()], dim=1)
-
-
-def make_data(cfg: DataConfig) -> dict[str, Split]:
-    """Train and test [R, N, 2] from the domain, and the evaluation grid [R, G², 2] (shared)."""
-    gens = replica_generators(cfg.seeds, "data")
-    sampler = domain_sampler(cfg.domain, cfg.operation)
-    grid = grid_points(cfg.grid_size).expand(cfg.replicas, -1, -1)
-    return {
-        "train": stack(sampler, gens, cfg.train_points),
-        "test": stack(sampler, gens, cfg.test_points),
-        "grid": Split(grid, target(grid, cfg.operation)),
-    }
-
-
-# --- regions --------------------------------------------------------------------------------------
-
-
-def region_masks(points: Tensor) -> dict[str, Tensor]:
-    """Boolean masks over points [P, 2]: ood (r > 1), hole (r < 0.5), ring, outside (1 < r ≤ 1.5).
-
-    hole, ring and outside partition the disc of radius 1.5; ood is everything outside the unit
-    disc (Table 1's o.o.d. set when the points fill [-1.5, 1.5]²).
-    """
-    r2 = points.double().pow(2).sum(dim=-1)
-    return {
-        "ood": r2 > 1.0,
-        "hole": r2 < 0.25,
-        "ring": (r2 >= 0.25) & (r2 <= 1.0),
-        "outside": (r2 > 1.0) & (r2 <= EXTENT**2),
-    }
-
-
-def regions(domain: str) -> tuple[str, ...]:
-    """The regions reported for a domain: ood always, the annulus's three rings for the annulus."""
-    return ("ood", "hole", "ring", "outside") if domain == "annulus" else ("ood",)
-
-
-def region_means(
-    values: Tensor, points: Tensor, domain: str, suffix: str = "mse"
-) -> dict[str, Tensor]:
-    """{region}_{suffix}: the mean of values [R, P] over each region's points, per replica [R]."""
-    masks = region_masks(points)
-    return {f"{name}_{suffix}": values[:, masks[name]].mean(dim=1) for name in regions(domain)}
+def make_batches(cfg: Config) -> engine.BatchSource:
+    """Full batch on the finite training set, or a fresh sample from the domain every step."""
+    if not cfg.fresh_batches:
+        return engine.FullBatch()
+    inputs = partial(arithmetic_inputs, domain=cfg.domain)
+    return engine.FreshSamples(inputs, cfg.batch_size, partial(target, operation=cfg.operation))
 
 
 # --- model ----------------------------------------------------------------------------------------
@@ -213,19 +135,13 @@ def eq1_solution(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, splits: Mapping[str, Split], domain: str) -> dict[str, Tensor]:
+def evaluate(model: nn.Module, data: engine.Data, domain: str) -> engine.Measured:
     """train_mse, test_mse, ood_mse and, for the annulus, hole_mse, ring_mse, outside_mse [R]."""
-    out = engine.split_metrics(
-        model, {k: splits[k] for k in ("train", "test")}, {"mse": engine.mse}
-    )
-    grid = splits["grid"]
+    out = engine.split_metrics(model, {k: data[k] for k in ("train", "test")}, {"mse": engine.mse})
+    grid = data["grid"]
     err = (model(grid.x) - grid.y).pow(2)[..., 0]
     out.update(region_means(err, grid.x[0], domain))
     return out
-
-
-def log_squared_error(pred: Tensor, y: Tensor) -> Tensor:
-    return torch.log10((pred - y).double().pow(2).clamp_min(ERROR_FLOOR))
 
 
 @torch.no_grad()
@@ -243,11 +159,14 @@ def loss_surface(
     return grid_axis(grid_size, extent), z.view(-1, grid_size, grid_size).cpu()
 
 
-def surface_plot(model: nn.Module, splits: Mapping[str, Split], cfg: Config) -> dict[str, Any]:
+def surface_plot(
+    model: nn.Module, data: engine.Data, final: engine.Measured, cfg: Config
+) -> dict[str, Any]:
+    """Replica 0's loss surface, with its training points when the training set is finite."""
     axis, z = loss_surface(model, cfg.operation, cfg.grid_size)
     points = None
     if not cfg.fresh_batches:
-        train = splits["train"].x[0].cpu()
+        train = data["train"].x[0].cpu()
         points = {"x": train[:, 0].tolist(), "y": train[:, 1].tolist()}
     title = f"log10 squared error, {cfg.operation} on the {cfg.domain} (replica 0)"
     surface = artifacts.surface(
@@ -257,25 +176,19 @@ def surface_plot(model: nn.Module, splits: Mapping[str, Split], cfg: Config) -> 
     return {"loss_surface": surface}
 
 
+def make_task(cfg: Config) -> engine.Task:
+    return engine.Task(
+        make_model(cfg),
+        make_data(cfg),
+        engine.mse,
+        partial(evaluate, domain=cfg.domain),
+        batches=make_batches(cfg),
+        artifacts=partial(surface_plot, cfg=cfg),
+    )
+
+
 def run(
-    config: Mapping[str, Any], report: engine.Reporter = engine.no_report, device: str | None = None
+    config: Mapping[str, Any], report: Reporter = no_report, device: str | None = None
 ) -> dict[str, Any]:
     cfg = Config.from_mapping(config)
-    dev = engine.pick_device(device)
-    splits = {k: v.to(dev) for k, v in make_data(cfg).items()}
-    model = make_model(cfg).to(dev)
-    if cfg.fresh_batches:
-        sampler = domain_sampler(cfg.domain, cfg.operation)
-        batches = engine.fresh_samples(sampler, cfg.batch_size, cfg.seeds, dev)
-    else:
-        batches = engine.full_batch(splits["train"])
-    outcome = engine.train(
-        model,
-        batches,
-        engine.mse,
-        partial(evaluate, splits=splits, domain=cfg.domain),
-        cfg.schedule,
-        report,
-        artifacts=partial(surface_plot, splits=splits, cfg=cfg),
-    )
-    return outcome.metrics
+    return engine.run(cfg, make_task(cfg), report, device)

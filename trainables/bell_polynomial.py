@@ -2,12 +2,13 @@
 
 The target is the sixth complete Bell polynomial B6(x1, …, x6), whose monomials are built
 hierarchically (B_{n+1} = Σ_k C(n, k) B_{n-k} x_{k+1}), or a scrambled counterpart B̃6 with the same
-coefficients and monomial shapes but the variables of each monomial permuted. The model is a
-fully-connected residual network: 6 → 8 hidden layers of 50 → 1, ReLU after every hidden layer,
-a skip connection around every hidden layer whose input has its size (the 7 layers 50 → 50; the
-first, 6 → 50, has none). Inputs are U[0, 2]^6; Adam with a tuned learning rate, batch 20.
-Metrics: train_mse (on a fixed subsample of the training set) and test_mse; `sweep_curves`
-computes the per-variable sweeps of the paper's step 6-7 (model vs target along each x_i).
+coefficients and monomial shapes but the variables of each monomial permuted (both in
+`trainables.data.polynomials`). The model is a fully-connected residual network: 6 → 8 hidden
+layers of 50 → 1, ReLU after every hidden layer, a skip connection around every hidden layer whose
+input has its size (the 7 layers 50 → 50; the first, 6 → 50, has none). Inputs are U[0, 2]^6;
+Adam with a tuned learning rate, batch 20. Metrics: train_mse (on a fixed subsample of the training
+set) and test_mse; `sweep_curves` computes the per-variable sweeps of the paper's step 6-7 (model
+vs target along each x_i).
 
 Target metric: test_mse. One run: `smoothsweep train bell_polynomial --set polynomial=scrambled`.
 
@@ -22,14 +23,16 @@ Choices the paper leaves open, and what we do:
   x1 and x2); no two monomials share a σ_i (as permutations of all six indices); no two scrambled
   monomials are equal up to commutativity (equal exponent vectors), which in practice constrains
   only the shapes of 15·x4x2 and 6·x5x1; and B̃6 depends on all six variables. σ_i are drawn in
-  turn for each monomial by rejection from `random.Random(scramble_seed)`, so a scramble is a
-  pure function of its seed, and the same for every replica (`scramble_seed` is a field apart from
-  `seed`, which drives data and initialisation).
+  turn for each monomial by rejection from `random.Random(scramble_seed)`
+  (`polynomials.scramble_permutations`), so a scramble is a pure function of its seed, and the
+  same for every replica (`scramble_seed` is a field apart from `seed`, which drives data and
+  initialisation).
 - "9 layers (1 input, 8 hidden, 1 output)" is read as 9 linear maps: 6 → 50, seven 50 → 50 and
   50 → 1, i.e. 8 hidden layers of 50 units; PyTorch's default initialisation.
-- Mini-batches are drawn uniformly with replacement (`engine.minibatches`), so an "epoch" is
-  train_points / batch_size steps: steps = ceil(epochs · train_points / batch_size). Evaluations
-  come once per epoch unless eval_every is set. The learning rate is constant by default.
+- Mini-batches are drawn uniformly with replacement (`engine.Minibatches`), so an "epoch" is
+  train_points / batch_size steps: steps = ceil(epochs · train_points / batch_size), unless
+  `steps` is set, which wins over epochs. Evaluations come once per epoch (and at the last step)
+  unless eval_every is set. The learning rate is constant by default.
 - train_mse is measured on the first train_eval_points training points (a fixed subsample): the
   full training set at every evaluation costs as much as the test set and says little more.
 - The paper draws one base point per sweep and suggests averaging several (step 7): `sweep_curves`
@@ -39,43 +42,33 @@ Choices the paper leaves open, and what we do:
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from trainables import artifacts, engine
 from trainables.config import require
-from trainables.data import Split
-from trainables.nn import Activation, NetworkConfig, ReplicaMLP, replica_generators
-
-Polynomial = Literal["bell", "scrambled"]
-Monomial = tuple[float, tuple[int, ...]]  # (coefficient, exponents of x1, …, x6)
-VARIABLES = 6
-INPUT_HIGH = 2.0  # inputs are U[0, INPUT_HIGH]^6
-
-# B6 written out, in the paper's order (with its x3² typo corrected to x2³).
-B6: tuple[Monomial, ...] = (
-    (1.0, (6, 0, 0, 0, 0, 0)),  # x1⁶
-    (15.0, (4, 1, 0, 0, 0, 0)),  # 15 x2 x1⁴
-    (20.0, (3, 0, 1, 0, 0, 0)),  # 20 x3 x1³
-    (45.0, (2, 2, 0, 0, 0, 0)),  # 45 x2² x1²
-    (15.0, (0, 3, 0, 0, 0, 0)),  # 15 x2³  (printed as 15 x3² in the paper)
-    (60.0, (1, 1, 1, 0, 0, 0)),  # 60 x3 x2 x1
-    (15.0, (2, 0, 0, 1, 0, 0)),  # 15 x4 x1²
-    (10.0, (0, 0, 2, 0, 0, 0)),  # 10 x3²
-    (15.0, (0, 1, 0, 1, 0, 0)),  # 15 x4 x2
-    (6.0, (1, 0, 0, 0, 1, 0)),  # 6 x5 x1
-    (1.0, (0, 0, 0, 0, 0, 1)),  # x6
+from trainables.data import Split, stack
+from trainables.data.polynomials import (
+    INPUT_HIGH,
+    VARIABLES,
+    Monomial,
+    Polynomial,
+    evaluate_polynomial,
+    inputs,
+    monomials_for,
+    sample,
 )
+from trainables.nn import Activation, NetworkConfig, ReplicaMLP, replica_generators
+from trainables.report import Metric, Reporter, declare, no_report
 
 
 @dataclass(frozen=True)
-class Config(NetworkConfig):
+class Config(NetworkConfig, engine.TrainingConfig):
     width: int = 50
     """hidden units per layer (paper: 50)"""
     depth: int = 8
@@ -100,150 +93,66 @@ class Config(NetworkConfig):
     """points per step (paper: B = 20)"""
     epochs: int = 30
     """passes over the training set, in expectation (paper: at least 30); sets the steps"""
-    lr: float = 1e-3
-    """Adam learning rate (the tuned parameter)"""
     lr_decay: float = 1.0
     """multiply the learning rate by this every decay_every steps (1: constant, the default)"""
     decay_every: int = 5000
     """steps between learning-rate decays"""
+    steps: int | None = None
+    """optimizer steps; none: ceil(epochs × train_points / batch_size) (a set value wins)"""
     eval_every: int | None = None
     """steps between evaluations; none: once per epoch"""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        # Before the bases' checks: those read num_steps and eval_period, derived from these.
         for name in ("train_points", "test_points", "train_eval_points", "batch_size", "epochs"):
             require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
-        require(self.lr > 0, "lr", "> 0", self.lr)
-        require(0 < self.lr_decay <= 1, "lr_decay", "in (0, 1]", self.lr_decay)
-        require(self.decay_every >= 1, "decay_every", ">= 1", self.decay_every)
-        if self.eval_every is not None:
-            require(self.eval_every >= 1, "eval_every", ">= 1 or none", self.eval_every)
+        super().__post_init__()
+
+    def metrics(self) -> dict[str, Metric]:
+        return declare(minimise=["train_mse", "test_mse"])
 
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(self.train_points / self.batch_size)
 
     @property
-    def steps(self) -> int:
+    def num_steps(self) -> int:
+        if self.steps is not None:
+            return self.steps
         return math.ceil(self.epochs * self.train_points / self.batch_size)
 
     @property
-    def schedule(self) -> engine.Schedule:
-        return engine.Schedule(
-            steps=self.steps,
-            lr=self.lr,
-            lr_decay=self.lr_decay,
-            decay_every=self.decay_every,
-            eval_every=self.eval_every or self.steps_per_epoch,
-        )
-
-
-# --- the polynomials ------------------------------------------------------------------------------
-
-
-def permute_monomial(monomial: Monomial, sigma: Sequence[int]) -> Monomial:
-    """Replace x_j by x_σ(j) (0-based indices): the exponent of x_j moves to x_σ(j)."""
-    coeff, exps = monomial
-    new = [0] * len(exps)
-    for j, e in enumerate(exps):
-        new[sigma[j]] += e
-    return coeff, tuple(new)
-
-
-def scramble_permutations(seed: int, monomials: Sequence[Monomial] = B6) -> list[tuple[int, ...]]:
-    """σ_i for each monomial, drawn by rejection so that B̃6 obeys the paper's three rules.
-
-    Per monomial: every variable in it moves (σ(j) ≠ j), the monomial changes, σ differs from the
-    earlier σs and the new monomial from the earlier new monomials. A draw that leaves a variable
-    unused starts over (from the same random stream, so the result depends only on the seed).
-    """
-    rng = random.Random(seed)
-    for _ in range(1000):
-        sigmas: list[tuple[int, ...]] = []
-        seen: set[tuple[int, ...]] = set()
-        for coeff, exps in monomials:
-            support = [j for j, e in enumerate(exps) if e]
-            for _ in range(10_000):
-                sigma = tuple(rng.sample(range(VARIABLES), VARIABLES))
-                new = permute_monomial((coeff, exps), sigma)[1]
-                moved = all(sigma[j] != j for j in support) and new != exps
-                if moved and sigma not in sigmas and new not in seen:
-                    break
-            else:
-                raise RuntimeError(f"no valid permutation for monomial {exps}")
-            sigmas.append(sigma)
-            seen.add(new)
-        used = {j for exps in seen for j, e in enumerate(exps) if e}
-        if len(used) == VARIABLES:
-            return sigmas
-    raise RuntimeError(f"no scramble using all {VARIABLES} variables for seed {seed}")
-
-
-def scrambled_monomials(seed: int) -> list[Monomial]:
-    """B̃6: each monomial of B6 with its own permutation of the variables (see above)."""
-    return [permute_monomial(m, s) for m, s in zip(B6, scramble_permutations(seed))]
-
-
-def monomials_for(polynomial: Polynomial, scramble_seed: int = 0) -> list[Monomial]:
-    return list(B6) if polynomial == "bell" else scrambled_monomials(scramble_seed)
-
-
-def evaluate_polynomial(monomials: Sequence[Monomial], x: Tensor) -> Tensor:
-    """Σ c · Π_j x_j^e_j for x [..., 6]: y [..., 1], computed in float64, returned in x's dtype."""
-    coeffs = torch.tensor([c for c, _ in monomials], dtype=torch.float64, device=x.device)
-    exps = torch.tensor([e for _, e in monomials], dtype=torch.float64, device=x.device)
-    terms = x.double().unsqueeze(-2).pow(exps).prod(dim=-1)  # [..., M]; 0⁰ = 1
-    return (terms @ coeffs).unsqueeze(-1).to(x.dtype)
-
-
-def describe(monomials: Sequence[Monomial]) -> str:
-    """Human-readable form, e.g. "15·x1^4·x2 + … + x6"."""
-
-    def term(c: float, exps: tuple[int, ...]) -> str:
-        xs = [f"x{j + 1}" + (f"^{e}" if e > 1 else "") for j, e in enumerate(exps) if e]
-        return "·".join(([f"{c:g}"] if c != 1 else []) + xs)
-
-    return " + ".join(term(c, e) for c, e in monomials)
+    def eval_period(self) -> int:
+        return self.steps_per_epoch if self.eval_every is None else self.eval_every
 
 
 # --- data, model, metrics -------------------------------------------------------------------------
 
 
-def sample_points(gen: torch.Generator, n: int, monomials: Sequence[Monomial]):
-    x = torch.rand(n, VARIABLES, generator=gen) * INPUT_HIGH
-    return x, evaluate_polynomial(monomials, x)
-
-
 def make_data(cfg: Config) -> dict[str, Split]:
     """Train, train_eval (the first train_eval_points) and test splits, x [R, N, 6], y [R, N, 1]."""
     gens = replica_generators(cfg.seeds, "data")
-    monomials = monomials_for(cfg.polynomial, cfg.scramble_seed)
-    train = [sample_points(g, cfg.train_points, monomials) for g in gens]
-    test = [sample_points(g, cfg.test_points, monomials) for g in gens]
-    tx, ty = torch.stack([x for x, _ in train]), torch.stack([y for _, y in train])
+    sampler = partial(sample, monomials=monomials_for(cfg.polynomial, cfg.scramble_seed))
+    train = stack(sampler, gens, cfg.train_points)
+    test = stack(sampler, gens, cfg.test_points)  # each generator goes on after its training set
     k = min(cfg.train_eval_points, cfg.train_points)
-    return {
-        "train": Split(tx, ty),
-        "train_eval": Split(tx[:, :k], ty[:, :k]),
-        "test": Split(torch.stack([x for x, _ in test]), torch.stack([y for _, y in test])),
-    }
+    return {"train": train, "train_eval": Split(train.x[:, :k], train.y[:, :k]), "test": test}
 
 
 def make_model(cfg: Config) -> ReplicaMLP:
     return cfg.make_mlp(VARIABLES, 1, residual=cfg.residual)
 
 
-@torch.no_grad()
-def evaluate(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, Tensor]:
+def evaluate(model: ReplicaMLP, data: engine.Data) -> engine.Measured:
     """train_mse (fixed subsample) and test_mse, each [R]."""
-    scored = {"train": splits["train_eval"], "test": splits["test"]}
+    scored = {"train": data["train_eval"], "test": data["test"]}
     return engine.split_metrics(model, scored, {"mse": engine.mse})
 
 
 def sweep_bases(seed: int, n: int) -> Tensor:
     """n base points [n, 6] from U[0, 2]^6 for `sweep_curves`, from their own stream."""
     (gen,) = replica_generators([seed], "sweep")
-    return torch.rand(n, VARIABLES, generator=gen) * INPUT_HIGH
+    return inputs(gen, n)
 
 
 @torch.no_grad()
@@ -274,13 +183,15 @@ def sweep_curves(
     }
 
 
-def sweep_plots(model: ReplicaMLP, cfg: Config, bases: int = 8) -> dict[str, Any]:
+def sweep_plots(
+    model: ReplicaMLP, data: engine.Data, final: engine.Measured, cfg: Config, bases: int = 8
+) -> dict[str, Any]:
     """Per-variable sweep curves of replica 0 against the polynomial (paper 003 B, steps 6-7)."""
     monomials = monomials_for(cfg.polynomial, cfg.scramble_seed)
-    curves = sweep_curves(model, monomials, sweep_bases(cfg.seed, bases).to(_device(model)))
+    curves = sweep_curves(model, monomials, sweep_bases(cfg.seeds[0], bases))
     grid = curves["grid"].tolist()
     series = {}
-    for i in range(6):
+    for i in range(VARIABLES):
         series[f"x{i + 1} model"] = (grid, curves["model"][0, i].tolist())
         series[f"x{i + 1} target"] = (grid, curves["target"][i].tolist())
     return {
@@ -293,23 +204,19 @@ def sweep_plots(model: ReplicaMLP, cfg: Config, bases: int = 8) -> dict[str, Any
     }  # fmt: skip
 
 
-def _device(model: ReplicaMLP) -> torch.device:
-    return next(model.parameters()).device
+def make_task(cfg: Config) -> engine.Task:
+    return engine.Task(
+        make_model(cfg),
+        make_data(cfg),
+        engine.mse,
+        evaluate,
+        batches=engine.Minibatches(cfg.batch_size),
+        artifacts=partial(sweep_plots, cfg=cfg),
+    )
 
 
 def run(
-    config: Mapping[str, Any], report: engine.Reporter = engine.no_report, device: str | None = None
+    config: Mapping[str, Any], report: Reporter = no_report, device: str | None = None
 ) -> dict[str, Any]:
     cfg = Config.from_mapping(config)
-    dev = engine.pick_device(device)
-    splits = {k: v.to(dev) for k, v in make_data(cfg).items()}
-    outcome = engine.train(
-        make_model(cfg).to(dev),
-        engine.minibatches(splits["train"], cfg.batch_size, cfg.seeds),
-        engine.mse,
-        partial(evaluate, splits=splits),
-        cfg.schedule,
-        report,
-        artifacts=partial(sweep_plots, cfg=cfg),
-    )
-    return outcome.metrics
+    return engine.run(cfg, make_task(cfg), report, device)

@@ -22,10 +22,12 @@ hinge per layer, and a running sum kept positive by an offset so relu passes it 
   output: s₅ + a₅h₅ + a₆c₅ − OFFSET.
 The spline interpolates SPLINE_VALUES at SPLINE_KNOTS (one period of a wave, knots on the k/32
 grid), so every unit of W_f is used and f's knots are exactly {k/32}. W_f has 136 parameters.
+f's closed forms, its constants and the training set live in `trainables.data.sawtooth`; W_f and
+everything about weights (de-symmetrisation, distances) live here.
 
 Choices the paper leaves open:
 - data: f sampled at all of its knots (0, 1/32, …, 1) and 9 equally spaced points between each
-  pair: 33 + 32·9 = 321 points, the same for every replica, full batch;
+  pair: 33 + 32·9 = 321 points, the same for every replica, full batch (`data.sawtooth`);
 - initialisation: PyTorch's default U(±1/√fan_in) for weights and biases (`ReplicaMLP`);
 - SGD lr 1e-3 with momentum 0.9 and no decay: the global minimum is a narrow valley (the top
   eigenvalue of the MSE Hessian at the de-symmetrised W_f is ≈ 1.1e3), so heavy-ball GD is stable
@@ -44,7 +46,8 @@ Choices the paper leaves open:
   sawtooth's mean (the best a fit without the teeth can do). `sawtooth_corr` is the correlation
   of (prediction − spline) with the centred sawtooth: ≈ 1 with the teeth, ≈ 0 without;
 - basin: the noise is added to the de-symmetrised W_f (the representative the paper measures
-  distances from), with a Gaussian direction and L2 norm exactly `jitter` (paper: ≈ U[0, 2]).
+  distances from), with a Gaussian direction and L2 norm exactly `jitter` (paper: ≈ U[0, 2]);
+  a list gives each replica its own norm, so one trial can sweep the jitters the paper draws.
   `init_dist_wf` is the start's de-symmetrised distance: below `jitter` when re-balancing absorbs
   part of the noise, above it when the noise reorders units of near-equal norm.
 """
@@ -60,18 +63,22 @@ import torch
 from torch import Tensor
 
 from trainables import engine
-from trainables.config import require
+from trainables.config import PerReplica, require
 from trainables.data import Split
+from trainables.data.sawtooth import (
+    SAW_AMPLITUDE,
+    SPLINE_KNOTS,
+    SPLINE_VALUES,
+    sawtooth,
+    sawtooth_splits,
+    spline,
+)
 from trainables.nn import ReplicaMLP, replica_generators
+from trainables.report import Metric, Reporter, declare, no_report
 
 Params = list[tuple[Tensor, Tensor]]  # per layer (W [..., n_in, n_out], b [..., n_out])
 
-SAW_AMPLITUDE = 0.5
-SAW_TEETH = 16  # T⁵ on [0, 1]
-SPLINE_KNOTS = (0.0, 1 / 8, 2 / 8, 3 / 8, 4 / 8, 5 / 8, 6 / 8, 1.0)
-SPLINE_VALUES = (0.0, 0.75, 1.0, 0.75, 0.0, -0.625, -1.0, 0.0)
-OFFSET = 3.5  # keeps the running sum s_l positive on [0, 1]
-BETWEEN = 9  # data points between consecutive knots
+OFFSET = 3.5  # keeps W_f's running sum s_l positive on [0, 1]
 
 
 @dataclass(frozen=True)
@@ -84,28 +91,25 @@ class Config(engine.TrainingConfig):
     """K: hidden layers"""
     optimizer: Literal["sgd", "adadelta"] = "sgd"
     """full-batch gradient descent with momentum, or Adadelta (the paper runs both)"""
-    momentum: float = 0.9
-    """SGD momentum (ignored by Adadelta)"""
-    jitter: float = 0.0
+    jitter: PerReplica[float] = 0.0
     """basin: L2 norm of the Gaussian noise added to the de-symmetrised W_f (paper: 0 to 2)"""
     found_mse: float = 1e-3
     """train MSE below which a fit counts as the global minimum (sawtooth found / returned)"""
     replicas: int = 16
     """restarts (or jitter directions) per trial, trained as one stacked model"""
-    lr: float = 1e-3
-    """learning rate (SGD is stable at W_f only below ≈ 3.4e-3; Adadelta's usual value is 1.0)"""
-    lr_decay: float = 1.0
+    # lr keeps the base's 1e-3: SGD is stable at W_f only below ≈ 3.4e-3 (Adadelta wants ≈ 1.0)
+    lr_decay: float = 1.0  # no decay, as the paper
     steps: int = 50_000
     eval_every: int = 5_000
 
     objective: ClassVar[str] = "train_mse"
+    DEFAULT_MOMENTUM: ClassVar[float] = 0.9  # heavy-ball SGD, as the paper
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.width >= 1, "width", ">= 1", self.width)
         require(self.depth >= 1, "depth", ">= 1", self.depth)
-        require(0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
-        require(self.jitter >= 0, "jitter", ">= 0", self.jitter)
+        require(all(v >= 0 for v in self.each("jitter")), "jitter", ">= 0", self.jitter)
         require(self.found_mse > 0, "found_mse", "> 0", self.found_mse)
         if self.mode == "basin":
             shape = (self.depth, self.width)
@@ -115,15 +119,16 @@ class Config(engine.TrainingConfig):
     def is_5x5(self) -> bool:
         return (self.depth, self.width) == (5, 5)
 
-    @property
-    def schedule(self) -> engine.Schedule:
-        return engine.Schedule(
-            steps=self.steps, lr=self.lr, lr_decay=self.lr_decay, decay_every=self.decay_every,
-            eval_every=self.eval_every, optimizer=self.optimizer, momentum=self.momentum,
-        )  # fmt: skip
+    def metrics(self) -> dict[str, Metric]:
+        out = declare(minimise=["train_mse"], maximise=["found_high_freq", "sawtooth_corr"])
+        if self.is_5x5:  # distances from W_f need its architecture
+            out.update(declare(diagnostics=["dist_wf", "desym_norm", "init_dist_wf"]))
+        if self.mode == "basin":
+            out.update(declare(maximise=["returned"]))
+        return out
 
 
-# --- the target network W_f and the function f ----------------------------------------------------
+# --- the target network W_f and its training set -------------------------------------------------
 
 
 def target_network() -> Params:
@@ -162,40 +167,9 @@ def network_output(params: Params, x: Tensor) -> Tensor:
     return x @ w_out + b_out.unsqueeze(-2)
 
 
-def sawtooth(x: Tensor) -> Tensor:
-    """The closed form of the left half: SAW_AMPLITUDE · T⁵(x), 16 teeth on [0, 1]."""
-    return SAW_AMPLITUDE * (1 - (1 - 2 * torch.frac(SAW_TEETH * x)).abs())
-
-
-def spline(x: Tensor) -> Tensor:
-    """The closed form of the right half: linear interpolation of SPLINE_VALUES at SPLINE_KNOTS."""
-    knots = torch.tensor(SPLINE_KNOTS, dtype=x.dtype, device=x.device)
-    values = torch.tensor(SPLINE_VALUES, dtype=x.dtype, device=x.device)
-    i = torch.searchsorted(knots, x.contiguous(), right=True).clamp(1, len(knots) - 1)
-    t = (x - knots[i - 1]) / (knots[i] - knots[i - 1])
-    return values[i - 1] + t * (values[i] - values[i - 1])
-
-
-def knots() -> Tensor:
-    """The knots of f on [0, 1]: the sawtooth's (k/32) and the spline's, sorted, float64."""
-    saw = torch.arange(2 * SAW_TEETH + 1, dtype=torch.float64) / (2 * SAW_TEETH)
-    return torch.unique(torch.cat([saw, torch.tensor(SPLINE_KNOTS, dtype=torch.float64)]))
-
-
-def inputs() -> Tensor:
-    """f's knots and BETWEEN equally spaced points between each consecutive pair, [M] float64."""
-    kn = knots()
-    frac = torch.arange(BETWEEN + 1, dtype=torch.float64) / (BETWEEN + 1)
-    inner = (kn[:-1, None] + frac * torch.diff(kn)[:, None]).flatten()
-    return torch.cat([inner, kn[-1:]])
-
-
 def make_data(cfg: Config) -> dict[str, Split]:
-    """The training set, identical for every replica: x, y = f(x), each [R, M, 1] float32."""
-    x = inputs()[:, None]
-    y = sawtooth(x) + spline(x)
-    rep = (cfg.replicas, 1, 1)
-    return {"train": Split(x.float().repeat(rep), y.float().repeat(rep))}
+    """f at its knots and between them (`trainables.data.sawtooth`), the same for every replica."""
+    return sawtooth_splits(cfg.replicas)
 
 
 # --- de-symmetrisation ----------------------------------------------------------------------------
@@ -246,14 +220,15 @@ def model_params(model: ReplicaMLP) -> Params:
 
 
 def make_model(cfg: Config) -> ReplicaMLP:
-    """Random inits (restarts) or the de-symmetrised W_f plus noise of L2 norm `jitter` (basin)."""
+    """Random inits (restarts) or the de-symmetrised W_f plus noise (basin): replica r's noise has a
+    Gaussian direction from its own seed and L2 norm `jitter` (its own, given one per replica)."""
     gens = replica_generators(cfg.seeds, "init")
     model = ReplicaMLP([1, *[cfg.width] * cfg.depth, 1], gens, activation="relu")
     if cfg.mode == "basin":
         start = flatten(desymmetrise(target_network()))
         noise = torch.stack([torch.randn(start.shape, generator=g) for g in gens]).double()
-        start = start + cfg.jitter * noise / noise.norm(dim=-1, keepdim=True)
-        set_flat(model, start)
+        norm = torch.tensor(cfg.each("jitter"), dtype=torch.float64)[:, None]
+        set_flat(model, start + norm * noise / noise.norm(dim=-1, keepdim=True))
     return model
 
 
@@ -281,19 +256,18 @@ def fit_metrics(pred: Tensor, x: Tensor, y: Tensor, found_mse: float) -> dict[st
 
 @torch.no_grad()
 def evaluate(
-    model: ReplicaMLP, splits: Mapping[str, Split], cfg: Config, start: Tensor | None
-) -> dict[str, Tensor]:
-    train = splits["train"]
+    model: ReplicaMLP, data: engine.Data, *, cfg: Config, start: Tensor | None
+) -> engine.Measured:
+    """The fit on the training set; with W_f's architecture, the distances from it (`start`: the
+    initial one, measured when the task was built)."""
+    train = data["train"]
     metrics = fit_metrics(model(train.x), train.x, train.y, cfg.found_mse)
-    mse = metrics["train_mse"]
-    metrics["best_train_mse"] = mse.min().expand_as(mse)
-    if cfg.is_5x5:
+    if start is not None:
         form = flatten(desymmetrise([(w.cpu(), b.cpu()) for w, b in model_params(model)]))
         wf = flatten(desymmetrise(target_network()))
         metrics["dist_wf"] = (form - wf).norm(dim=-1)
         metrics["desym_norm"] = form.norm(dim=-1)
-        if start is not None:
-            metrics["init_dist_wf"] = start
+        metrics["init_dist_wf"] = start
     if cfg.mode == "basin":
         metrics["returned"] = metrics["found_high_freq"]
     return metrics
@@ -305,11 +279,15 @@ def initial_distance(model: ReplicaMLP) -> Tensor:
     return (form - flatten(desymmetrise(target_network()))).norm(dim=-1)
 
 
-def run(
-    config: Mapping[str, Any], report: engine.Reporter = engine.no_report, device: str | None = None
-) -> dict[str, Any]:
-    cfg = Config.from_mapping(config)
+def make_task(cfg: Config) -> engine.Task:
     model = make_model(cfg)
     start = initial_distance(model) if cfg.is_5x5 else None
     score = partial(evaluate, cfg=cfg, start=start)
-    return engine.train_full_batch(cfg, model, make_data(cfg), engine.mse, score, report, device)
+    return engine.Task(model, make_data(cfg), engine.mse, score)
+
+
+def run(
+    config: Mapping[str, Any], report: Reporter = no_report, device: str | None = None
+) -> dict[str, Any]:
+    cfg = Config.from_mapping(config)
+    return engine.run(cfg, make_task(cfg), report, device)

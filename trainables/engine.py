@@ -1,61 +1,41 @@
-"""The one training loop, shared by every experiment.
+"""The one run path of every gradient-trained experiment.
 
-An experiment declares a replica-batched model, a batch source, a per-replica loss and per-replica
-metrics; this module owns everything else: the optimizer and the paper's step decay, the evaluation
-cadence, divergence, and reporting. Keeping it in one place is what lets a fix or a speed-up reach
-every experiment at once.
+An experiment declares a `Task`: its replica-batched model, its data splits, where each step's batch
+comes from (`FullBatch`, `Minibatches`, `FreshSamples`), a per-replica loss, and what to measure.
+`run(cfg, task, report, device)` does everything else: the device, moving model and data, the
+optimizer with its per-replica learning rates and the paper's step decay, the evaluation cadence,
+gradient probes, divergence, the final evaluation and the artifacts. Keeping it in one place is what
+lets a fix or a speed-up reach every experiment at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from trainables.artifacts import ARTIFACTS
-from trainables.config import ExperimentConfig, require
-from trainables.data import Sampler, Split, stack
+from trainables.config import ExperimentConfig, PerReplica, require
+from trainables.data import Split
 from trainables.nn import replica_generators
+from trainables.optim import OptimizerName, ReplicaOptimizer
+from trainables.report import DIVERGED, Reporter, diverged, no_report, summarise
 
-
-class Reporter(Protocol):
-    """Called at every evaluation with the step and flat metrics; returns True to stop early."""
-
-    def __call__(self, step: int, metrics: Mapping[str, Any]) -> bool | None: ...
-
-
-def no_report(step: int, metrics: Mapping[str, Any]) -> bool:
-    return False
-
-
-Batches = Callable[[int], tuple[Tensor, Tensor]]  # step -> (x [R, B, d], y)
+LAST_BATCH = "batch"  # evaluate() finds the step's training batch under this key of its data
+Data = Mapping[str, Split]
+Measured = dict[str, Tensor]  # {metric: per-replica values [R]}
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (prediction, target) -> per-replica loss [R]
-Evaluate = Callable[[nn.Module], dict[str, Tensor]]  # model -> {metric: per-replica values [R]}
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Optimisation settings every experiment shares (paper 000 A.1: Adam, lr 1e-3, decay 0.9)."""
-
-    steps: int
-    lr: float
-    lr_decay: float = 0.9
-    decay_every: int = 500
-    eval_every: int = 500
-    optimizer: Literal["adam", "sgd", "adadelta"] = "adam"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
 
 
 @dataclass(frozen=True)
 class TrainingConfig(ExperimentConfig):
     """The optimisation fields every gradient-trained experiment shares (paper 000 A.1)."""
 
-    lr: float = 1e-3
-    """Adam learning rate"""
+    lr: PerReplica[float] = 1e-3
+    """learning rate"""
     lr_decay: float = 0.9
     """multiply the learning rate by this every decay_every steps"""
     decay_every: int = 500
@@ -64,189 +44,194 @@ class TrainingConfig(ExperimentConfig):
     """optimizer steps (the specs' `paper` profiles carry each paper's budget)"""
     eval_every: int = 500
     """steps between evaluations (each one is a report to the scheduler)"""
-    weight_decay: float = 0.0
-    """L2 weight decay (paper 000's ReLU control, Fig. 7); no effect on σ-normalised weights"""
+    weight_decay: PerReplica[float] = 0.0
+    """L2 weight decay, added to the gradient (paper 000's ReLU control, Fig. 7)"""
+    optimizer: OptimizerName = "adam"
+    """adam (paper 000 A.1), sgd (with `momentum`) or adadelta (paper 002)"""
+    momentum: float | None = None
+    """heavy-ball momentum of sgd (none: DEFAULT_MOMENTUM); the other optimizers have none"""
+
+    DEFAULT_MOMENTUM: ClassVar[float] = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.lr > 0, "lr", "> 0", self.lr)
-        require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        require(all(v > 0 for v in self.each("lr")), "lr", "> 0", self.lr)
+        wd = self.weight_decay
+        require(all(v >= 0 for v in self.each("weight_decay")), "weight_decay", ">= 0", wd)
         require(0 < self.lr_decay <= 1, "lr_decay", "in (0, 1]", self.lr_decay)
         require(self.decay_every >= 1, "decay_every", ">= 1", self.decay_every)
-        require(self.steps >= 1, "steps", ">= 1", self.steps)
-        require(self.eval_every >= 1, "eval_every", ">= 1", self.eval_every)
+        require(self.num_steps >= 1, "steps", ">= 1", self.num_steps)
+        require(self.eval_period >= 1, "eval_every", ">= 1", self.eval_period)
+        if self.momentum is not None:
+            require(0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
+            require(
+                self.optimizer == "sgd", "momentum",
+                f"unset with optimizer {self.optimizer}, which has no momentum (it is sgd's)",
+                self.momentum,
+            )  # fmt: skip
 
     @property
-    def schedule(self) -> Schedule:
-        return Schedule(
-            steps=self.steps,
-            lr=self.lr,
-            lr_decay=self.lr_decay,
-            decay_every=self.decay_every,
-            eval_every=self.eval_every,
-            weight_decay=self.weight_decay,
-        )
+    def sgd_momentum(self) -> float:
+        return self.DEFAULT_MOMENTUM if self.momentum is None else self.momentum
+
+    @property
+    def num_steps(self) -> int:
+        """Optimizer steps; an experiment may derive them (epochs, say) by overriding this."""
+        return self.steps
+
+    @property
+    def eval_period(self) -> int:
+        """Steps between evaluations; an experiment may derive it by overriding this."""
+        return self.eval_every
 
 
-@dataclass
-class Outcome:
-    """How training ended: `status` is "completed", "stopped" (by the reporter) or "diverged"."""
-
-    status: str
-    step: int
-    metrics: dict[str, Any] = field(default_factory=dict)
-    reason: str = ""
+# --- what an experiment declares ------------------------------------------------------------------
 
 
-def train(
-    model: nn.Module,
-    batches: Batches,
-    loss_fn: LossFn,
-    evaluate: Evaluate,
-    schedule: Schedule,
-    report: Reporter = no_report,
-    grad_probe: Evaluate | None = None,
-    final_evaluate: Evaluate | None = None,
-    artifacts: Callable[[nn.Module], dict[str, Any]] | None = None,
-) -> Outcome:
-    """Train all replicas together; report mean and per-replica metrics every `eval_every` steps.
+@dataclass(frozen=True)
+class FullBatch:
+    """Every step trains on the whole of `data[split]`."""
 
-    A non-finite loss in any replica ends training with status "diverged" and a reason naming the
-    replicas and the step, reported as the final metrics (never an exception: a diverging trial is
-    a result of the sweep, not a crash of it). `grad_probe(model)` runs on the gradients of each
-    evaluation step, right after the backward pass, and its values join that step's metrics.
-    `final_evaluate(model)` adds metrics that are too costly for every evaluation (robustness under
-    attack, say) to the last step's. `artifacts(model)` runs once, at the last step, and its plot
-    data (`trainables.artifacts`) goes into the final report under "artifacts".
+    split: str = "train"
+
+
+@dataclass(frozen=True)
+class Minibatches:
+    """`size` points a step, drawn uniformly with replacement from `data[split]`, per replica."""
+
+    size: int
+    split: str = "train"
+
+
+@dataclass(frozen=True)
+class FreshSamples:
+    """A new sample every step (paper 000 §3.2, "D → ∞"): `inputs(generator, n)` draws one
+    replica's points on the CPU (so a seed gives the same batches on any device), and `label`
+    computes the targets from them on the device (an `nn.Module` moves there with the model)."""
+
+    inputs: Callable[[torch.Generator, int], Tensor]
+    size: int
+    label: Callable[[Tensor], Tensor]
+
+
+BatchSource = FullBatch | Minibatches | FreshSamples
+
+
+@dataclass(frozen=True)
+class Task:
+    """One experiment's training problem, built on the CPU from its Config.
+
+    `evaluate(model, data)` and `final_evaluate(model, data)` return per-replica values; `data` is
+    the task's splits on the device, plus the step's training batch under `LAST_BATCH`.
+    `final_evaluate` adds what is too costly for every evaluation (robustness under attack, say) to
+    the last one. `grad_probe(model)` runs on the gradients of each evaluation step. `artifacts`
+    receives the final per-replica metrics too, and returns plot data (`trainables.artifacts`).
     """
-    optimizer = make_optimizer(model.parameters(), schedule)
-    decay = torch.optim.lr_scheduler.StepLR(optimizer, schedule.decay_every, schedule.lr_decay)
-    finite = None  # accumulated on the device; checked only at evaluations to avoid a sync a step
+
+    model: nn.Module
+    data: Data
+    loss: LossFn
+    evaluate: Callable[[nn.Module, Data], Measured]
+    batches: BatchSource = FullBatch()
+    final_evaluate: Callable[[nn.Module, Data], Measured] | None = None
+    grad_probe: Callable[[nn.Module], Measured] | None = None
+    artifacts: Callable[[nn.Module, Data, Measured], dict[str, Any]] | None = None
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def run(
+    cfg: TrainingConfig,
+    task: Task,
+    report: Reporter = no_report,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """Train all replicas together; report mean and per-replica metrics every `eval_period` steps.
+
+    A non-finite loss in any replica ends training with a reason naming the replicas and the step,
+    reported as the final metrics (never an exception: a diverging trial is a result of the sweep,
+    not a crash of it). Returns the last report's metrics.
+    """
+    dev = pick_device(device)
+    model = task.model.to(dev)
+    data = {k: v.to(dev) for k, v in task.data.items()}
+    draw = batch_source(task.batches, data, cfg.seeds, dev)
+    optimizer = ReplicaOptimizer(
+        model.parameters(),
+        kind=cfg.optimizer,
+        lr=cfg.each("lr"),
+        weight_decay=cfg.each("weight_decay"),
+        momentum=cfg.sgd_momentum,
+        lr_decay=cfg.lr_decay,
+        decay_every=cfg.decay_every,
+    )
+    steps, every = cfg.num_steps, cfg.eval_period
+    finite = None  # accumulated on the device; read only at evaluations to avoid a sync a step
     metrics: dict[str, Any] = {}
-    for step in range(1, schedule.steps + 1):
-        x, y = batches(step)
-        loss = loss_fn(model(x), y)
+    for step in range(1, steps + 1):
+        x, y = draw(step)
+        loss = task.loss(model(x), y)
         ok = torch.isfinite(loss)
         finite = ok if finite is None else finite & ok
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         # The sum keeps every replica's gradient equal to the gradient it would have alone.
         loss.sum().backward()
-        evaluating = step % schedule.eval_every == 0 or step == schedule.steps
-        probed = grad_probe(model) if evaluating and grad_probe is not None else {}
+        evaluating = step % every == 0 or step == steps
+        probed = task.grad_probe(model) if evaluating and task.grad_probe is not None else {}
         optimizer.step()
-        decay.step()
         if not evaluating:
             continue
         bad = (~finite).nonzero().flatten().tolist()
-        last = step == schedule.steps and final_evaluate is not None
-        metrics = summarise(
-            {**evaluate(model), **probed, **(final_evaluate(model) if last else {})}
-        )
+        last = step == steps
+        seen = {**data, LAST_BATCH: Split(x, y)}
+        measured = {**task.evaluate(model, seen), **probed}
+        if last and task.final_evaluate is not None:
+            measured.update(task.final_evaluate(model, seen))
+        metrics = summarise(measured)
         if bad:
-            reason = f"non-finite loss in replica(s) {bad} by step {step} (lr={schedule.lr:g})"
-            metrics.update({"diverged": 1.0, "failure_reason": reason})
+            lrs = ", ".join(f"{cfg.each('lr')[r]:g}" for r in bad)
+            reason = f"non-finite loss in replica(s) {bad} by step {step} (lr={lrs})"
+            metrics.update(diverged(reason))
             report(step, metrics)
-            return Outcome("diverged", step, metrics, reason)
-        if step == schedule.steps:
-            metrics["diverged"] = 0.0
-            if artifacts is not None:
+            return metrics
+        if last:
+            metrics[DIVERGED] = 0.0
+            if task.artifacts is not None:
                 with torch.no_grad():
-                    metrics[ARTIFACTS] = artifacts(model)
+                    metrics[ARTIFACTS] = task.artifacts(model, seen, measured)
         if report(step, metrics):
-            return Outcome("stopped", step, metrics)
-    return Outcome("completed", schedule.steps, metrics)
+            return metrics
+    return metrics
 
 
-def train_full_batch(
-    cfg: TrainingConfig,
-    model: nn.Module,
-    splits: Mapping[str, Split],
-    loss_fn: LossFn,
-    evaluate: Callable[[nn.Module, Mapping[str, Split]], dict[str, Tensor]],
-    report: Reporter,
-    device: str | None = None,
-    artifacts: Callable[[nn.Module, Mapping[str, Split]], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Move model and splits to the device, train on splits["train"], return the final metrics."""
-    dev = pick_device(device)
-    on_device = {k: v.to(dev) for k, v in splits.items()}
-    outcome = train(
-        model.to(dev),
-        full_batch(on_device["train"]),
-        loss_fn,
-        lambda m: evaluate(m, on_device),
-        cfg.schedule,
-        report,
-        artifacts=(lambda m: artifacts(m, on_device)) if artifacts is not None else None,
-    )
-    return outcome.metrics
-
-
-def make_optimizer(params: Any, schedule: Schedule) -> torch.optim.Optimizer:
-    if schedule.optimizer == "adam":
-        return torch.optim.Adam(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
-    if schedule.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay
-        )
-    if schedule.optimizer == "adadelta":
-        return torch.optim.Adadelta(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
-    raise ValueError(f"`optimizer` must be adam, sgd or adadelta, but got {schedule.optimizer!r}")
-
-
-MAX_REPLICA_METRICS = 32  # beyond this many replicas, per-replica metrics would flood the tracker
-
-
-def summarise(per_replica: Mapping[str, Tensor]) -> dict[str, float]:
-    """{metric: [R]} -> the mean under the plain name plus `metric/rK` for each replica.
-
-    Past `MAX_REPLICA_METRICS` replicas (1,000 restarts of a tiny net, say) the replicas are
-    summarised instead, by `metric/std`, `metric/min` and `metric/max`.
-    """
-    out: dict[str, float] = {}
-    for name, values in per_replica.items():
-        vals = values.detach().double().cpu().flatten()
-        out[name] = vals.mean().item()
-        if len(vals) <= MAX_REPLICA_METRICS:
-            out.update({f"{name}/r{r}": v for r, v in enumerate(vals.tolist())})
-        else:
-            out.update({f"{name}/std": vals.std().item(), f"{name}/min": vals.min().item(),
-                        f"{name}/max": vals.max().item()})  # fmt: skip
-    return out
-
-
-# --- batch sources --------------------------------------------------------------------------------
-
-
-def full_batch(split: Split) -> Batches:
-    return lambda step: (split.x, split.y)
-
-
-def minibatches(split: Split, batch_size: int, seeds: Sequence[int]) -> Batches:
-    """Uniform mini-batches with replacement; replica r's indices come from its own generator."""
+def batch_source(
+    source: BatchSource, data: Data, seeds: Sequence[int], device: torch.device
+) -> Callable[[int], tuple[Tensor, Tensor]]:
+    """step -> (x [R, B, d], y): the task's batches on the device, per replica from its own seed."""
+    if isinstance(source, FullBatch):
+        split = data[source.split]
+        return lambda step: (split.x, split.y)
     gens = replica_generators(seeds, "batches")
-    n = len(split)
-    rows = torch.arange(split.x.shape[0], device=split.x.device)[:, None]
+    if isinstance(source, Minibatches):
+        split = data[source.split]
+        n = len(split)
+        rows = torch.arange(split.x.shape[0], device=device)[:, None]
 
-    def draw(step: int) -> tuple[Tensor, Tensor]:
-        idx = torch.stack([torch.randint(n, (batch_size,), generator=g) for g in gens])
-        idx = idx.to(split.x.device)
-        return split.x[rows, idx], split.y[rows, idx]
+        def minibatch(step: int) -> tuple[Tensor, Tensor]:
+            idx = torch.stack([torch.randint(n, (source.size,), generator=g) for g in gens])
+            idx = idx.to(device)
+            return split.x[rows, idx], split.y[rows, idx]
 
-    return draw
+        return minibatch
+    label = source.label.to(device) if isinstance(source.label, nn.Module) else source.label
 
+    @torch.no_grad()
+    def fresh(step: int) -> tuple[Tensor, Tensor]:
+        x = torch.stack([source.inputs(g, source.size) for g in gens]).to(device)
+        return x, label(x)
 
-def fresh_samples(
-    sampler: Sampler, batch_size: int, seeds: Sequence[int], device: torch.device | str
-) -> Batches:
-    """A new sample every step (paper 000 §3.2, "D → ∞")."""
-    gens = replica_generators(seeds, "batches")
-
-    def draw(step: int) -> tuple[Tensor, Tensor]:
-        batch = stack(sampler, gens, batch_size).to(device)
-        return batch.x, batch.y
-
-    return draw
+    return fresh
 
 
 # --- losses and metrics ---------------------------------------------------------------------------
@@ -271,9 +256,7 @@ def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def split_metrics(
-    model: nn.Module, splits: Mapping[str, Split], metrics: Mapping[str, LossFn]
-) -> dict[str, Tensor]:
+def split_metrics(model: nn.Module, splits: Data, metrics: Mapping[str, LossFn]) -> Measured:
     """Every metric on every split, named "{split}_{metric}" (train_mse, test_acc, ...)."""
     out = {}
     for split_name, split in splits.items():
@@ -283,7 +266,7 @@ def split_metrics(
     return out
 
 
-def pick_device(device: str | None = None) -> torch.device:
+def pick_device(device: str | torch.device | None = None) -> torch.device:
     """CUDA when visible (Ray exposes only the GPU it assigned), else CPU."""
     if device not in (None, "auto"):
         return torch.device(device)

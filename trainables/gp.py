@@ -4,10 +4,10 @@ scikit-learn's GaussianProcessRegressor with a zero mean, an RBF kernel of lengt
 fitted by maximum likelihood, optionally times a fitted amplitude C (the paper's public code fits C;
 with a plain RBF and λ large the result is set by the numerical nugget, not by the model).
 
-Data: every regression data set of the paper, drawn by the network experiments' own functions
-(`trainables.sinusoid.make_data`, `trainables.addition.make_data`), so that a GP and a network with
-the same seed and point counts see the same points and the two curves (error vs λ, error vs σ⁻¹)
-are comparable. `dataset` picks one: "sinusoid" (§3.3), "addition_{disc,annulus,normal}" (§3.1,
+Data: every regression data set of the paper, drawn by the functions the network experiments use
+(`trainables.data.regression`: `sinusoid_splits`, `arithmetic_splits`), so that a GP and a network
+with the same seed and point counts see the same points and the two curves (error vs λ, error vs
+σ⁻¹) are comparable. `dataset` picks one: "sinusoid" (§3.3), "addition_{disc,annulus,normal}" (§3.1,
 §3.2, A.2.3) or "multiplication_{disc,annulus,normal}" (A.2.5).
 Target metric: test_mse. One run: `smoothsweep train gp --set length_scale=1.5`.
 
@@ -18,6 +18,8 @@ Choices the paper leaves open, and what we do:
   annulus, hole_*, ring_*, outside_*) are means over the same [-1.5, 1.5]² grid and regions as the
   `addition` experiment (`grid_size`² points; `ood_points` is unused there), and replica 0's
   log-loss surface on that grid is handed to the final report (Fig. 1 bottom, Fig. 2).
+- `length_scale`, like `seed`, may be one value per replica: replica r fits with its own λ,
+  exactly as it would alone (so trials of a λ sweep can share one run, as networks' trials do).
 - Noise: `alpha` None means the true noise variance, noise_std² for the sinusoid; the arithmetic
   sets are noiseless, so there it means scikit-learn's default nugget 1e-10 (Table 1's training
   errors of ~1e-14 need a nugget that small). `noise_std` affects the sinusoid only.
@@ -28,12 +30,13 @@ Choices the paper leaves open, and what we do:
   With λ held fixed and λ ≳ 5, the 1e-10 nugget makes the likelihood so ill-conditioned that
   L-BFGS may stop at C = 1: fit_amplitude then changes nothing (see `amplitude_fit`).
 - A kernel matrix that is not positive definite (Cholesky fails, e.g. λ ≫ 1 with a tiny nugget)
-  ends the trial as "diverged" with the reason, like a diverging network, not as a crash.
+  ends the trial as "diverged" with the reason naming the replica and its λ, like a diverging
+  network, not as a crash; so does a non-finite metric. There is no training: the run reports
+  once, at step 1.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -43,8 +46,19 @@ import torch
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, Product
 
-from trainables import addition, artifacts, engine, sinusoid
-from trainables.config import require
+from trainables import artifacts
+from trainables.config import PerReplica, require
+from trainables.data.regression import (
+    ERROR_FLOOR,
+    ArithmeticData,
+    SinusoidData,
+    arithmetic_splits,
+    grid_axis,
+    region_means,
+    regions,
+    sinusoid_splits,
+)
+from trainables.report import DIVERGED, Metric, Reporter, declare, diverged, no_report, summarise
 
 Dataset = Literal[
     "sinusoid",
@@ -57,11 +71,12 @@ Dataset = Literal[
 ]
 SKLEARN_NUGGET = 1e-10
 AMPLITUDE_BOUNDS = (1e-5, 1e5)  # wide: on addition the ML amplitude is large (C ~ 1e3 to 1e4)
+Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (x [R, N, d], y [R, N, 1])
 
 
 @dataclass(frozen=True)
-class Config(sinusoid.DataConfig):
-    length_scale: float = 1.0
+class Config(SinusoidData):
+    length_scale: PerReplica[float] = 1.0
     """RBF length scale λ (the starting point when fit_length_scale is true)"""
     fit_length_scale: bool = False
     """fit λ by maximising the log marginal likelihood instead of holding it fixed"""
@@ -76,9 +91,21 @@ class Config(sinusoid.DataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.length_scale > 0, "length_scale", "> 0", self.length_scale)
+        ls = self.length_scale
+        require(all(v > 0 for v in self.each("length_scale")), "length_scale", "> 0", ls)
         require(self.alpha is None or self.alpha > 0, "alpha", "> 0 or null", self.alpha)
         require(self.grid_size >= 2, "grid_size", ">= 2", self.grid_size)
+
+    def metrics(self) -> dict[str, Metric]:
+        # The predictive std has no better side: a GP sure of a wrong answer is worse, not better.
+        arithmetic = self.arithmetic
+        places = ("train", "test", *(regions(arithmetic.domain) if arithmetic else ("ood",)))
+        fits = ["length_scale_fit", *(["amplitude_fit"] if self.fit_amplitude else [])]
+        return declare(
+            minimise=[f"{p}_mse" for p in places],
+            maximise=["log_marginal_likelihood"],
+            diagnostics=[*(f"{p}_std" for p in places), *fits],
+        )
 
     @property
     def noise_variance(self) -> float:
@@ -89,12 +116,12 @@ class Config(sinusoid.DataConfig):
         return max(self.noise_std**2, SKLEARN_NUGGET)
 
     @property
-    def arithmetic(self) -> addition.DataConfig | None:
-        """The `addition` data config this data set corresponds to; None for the sinusoid."""
+    def arithmetic(self) -> ArithmeticData | None:
+        """The arithmetic data set this `dataset` names (as `addition` sees it); None: sinusoid."""
         if self.dataset == "sinusoid":
             return None
         task, domain = self.dataset.split("_")
-        return addition.DataConfig(
+        return ArithmeticData(
             seed=self.seed,
             replicas=self.replicas,
             operation="add" if task == "addition" else "multiply",
@@ -105,28 +132,31 @@ class Config(sinusoid.DataConfig):
         )
 
 
-def make_data(cfg: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def make_data(cfg: Config) -> Arrays:
     """The splits as numpy arrays [R, N, d]; identical to the network's for a seed.
 
     Sinusoid: train, test, ood. Arithmetic sets: train, test, grid (the evaluation grid).
     """
     arithmetic = cfg.arithmetic
-    splits = sinusoid.make_data(cfg) if arithmetic is None else addition.make_data(arithmetic)
+    splits = sinusoid_splits(cfg) if arithmetic is None else arithmetic_splits(arithmetic)
     return {k: (s.x.double().numpy(), s.y.double().numpy()) for k, s in splits.items()}
 
 
-def make_kernel(cfg: Config) -> Kernel:
+def make_kernel(cfg: Config, length_scale: float) -> Kernel:
     bounds = (1e-3, 1e3) if cfg.fit_length_scale else "fixed"
-    kernel = RBF(length_scale=cfg.length_scale, length_scale_bounds=bounds)
+    kernel = RBF(length_scale=length_scale, length_scale_bounds=bounds)
     if cfg.fit_amplitude:
         kernel = ConstantKernel(1.0, AMPLITUDE_BOUNDS) * kernel
     return kernel
 
 
-def fit_one(cfg: Config, x: np.ndarray, y: np.ndarray) -> GaussianProcessRegressor:
+def fit_one(
+    cfg: Config, x: np.ndarray, y: np.ndarray, length_scale: float
+) -> GaussianProcessRegressor:
+    """One replica's GP on its points x [N, d], y [N, 1], with its λ."""
     fits = cfg.fit_length_scale or cfg.fit_amplitude
     gp = GaussianProcessRegressor(
-        make_kernel(cfg),
+        make_kernel(cfg, length_scale),
         alpha=cfg.noise_variance,
         optimizer="fmin_l_bfgs_b" if fits else None,
         normalize_y=False,  # the paper's GP has a zero mean function
@@ -146,10 +176,7 @@ def fitted_amplitude(gp: GaussianProcessRegressor) -> float:
 
 
 def replica_metrics(
-    cfg: Config,
-    gp: GaussianProcessRegressor,
-    data: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    r: int,
+    cfg: Config, gp: GaussianProcessRegressor, data: Arrays, r: int
 ) -> tuple[dict[str, float], np.ndarray | None]:
     """One replica's metrics, and its squared error on the grid (arithmetic sets) or None."""
     values = {
@@ -168,48 +195,58 @@ def replica_metrics(
             continue
         points, domain = torch.from_numpy(x[r]), cfg.dataset.split("_")[1]
         for suffix, v in (("mse", sq), ("std", std)):
-            means = addition.region_means(torch.from_numpy(v)[None], points, domain, suffix)
+            means = region_means(torch.from_numpy(v)[None], points, domain, suffix)
             values.update({k: float(t) for k, t in means.items()})
         grid_error = sq
     return values, grid_error
 
 
-def surface_plot(cfg: Config, grid_error: np.ndarray, train_x: np.ndarray) -> dict[str, Any]:
+def surface_plot(
+    cfg: Config, grid_error: np.ndarray, train_x: np.ndarray, length_scale: float
+) -> dict[str, Any]:
     """Replica 0's log10 squared error on the grid (Fig. 1 bottom), training points on top."""
-    axis = addition.grid_axis(cfg.grid_size).tolist()
-    z = np.log10(np.maximum(grid_error, addition.ERROR_FLOOR)).reshape(len(axis), len(axis))
-    title = f"GP log10 squared error, {cfg.dataset}, λ={cfg.length_scale:g} (replica 0)"
+    axis = grid_axis(cfg.grid_size).tolist()
+    z = np.log10(np.maximum(grid_error, ERROR_FLOOR)).reshape(len(axis), len(axis))
+    title = f"GP log10 squared error, {cfg.dataset}, λ={length_scale:g} (replica 0)"
     points = {"x": train_x[:, 0].tolist(), "y": train_x[:, 1].tolist()}
     surface = artifacts.surface(axis, axis, z, title=title, z_label="log10 error", points=points)
     return {"loss_surface": surface}
 
 
 def run(
-    config: Mapping[str, Any], report: engine.Reporter = engine.no_report, device: str | None = None
+    config: Mapping[str, Any], report: Reporter = no_report, device: str | None = None
 ) -> dict[str, Any]:
-    """Fit one GP per replica; report once (step 1) with the mean and per-replica metrics."""
+    """Fit one GP per replica, each with its own λ; report once (step 1): mean and per replica.
+
+    `device` is accepted for the common signature; scikit-learn fits on the CPU.
+    """
     cfg = Config.from_mapping(config)
     data = make_data(cfg)
+    length_scales = cfg.each("length_scale")
     per_replica: dict[str, list[float]] = {}
     surface = None
-    for r in range(cfg.replicas):
+    for r, length_scale in enumerate(length_scales):
         try:
-            gp = fit_one(cfg, *(a[r] for a in data["train"]))
+            gp = fit_one(cfg, *(a[r] for a in data["train"]), length_scale)
         except np.linalg.LinAlgError as exc:
-            reason = f"GP fit failed for replica {r} (λ={cfg.length_scale:g}): {exc}"
-            metrics = {"diverged": 1.0, "failure_reason": reason}
+            metrics = diverged(f"GP fit failed for replica {r} (λ={length_scale:g}): {exc}")
             report(1, metrics)
             return metrics
         values, grid_error = replica_metrics(cfg, gp, data, r)
         if r == 0 and grid_error is not None:
-            surface = surface_plot(cfg, grid_error, data["train"][0][0])
+            surface = surface_plot(cfg, grid_error, data["train"][0][0], length_scale)
         for k, v in values.items():
             per_replica.setdefault(k, []).append(v)
-    metrics: dict[str, Any] = engine.summarise(
-        {k: torch.tensor(v, dtype=torch.float64) for k, v in per_replica.items()}
-    )
-    metrics["diverged"] = 0.0 if all(math.isfinite(v) for v in metrics.values()) else 1.0
-    if surface is not None:
-        metrics[artifacts.ARTIFACTS] = surface
+    measured = {k: torch.tensor(v, dtype=torch.float64) for k, v in per_replica.items()}
+    metrics: dict[str, Any] = summarise(measured)
+    finite = torch.stack([torch.isfinite(v) for v in measured.values()]).all(dim=0)
+    bad = (~finite).nonzero().flatten().tolist()
+    if bad:
+        lambdas = ", ".join(f"{length_scales[r]:g}" for r in bad)
+        metrics.update(diverged(f"non-finite GP metrics in replica(s) {bad} (λ={lambdas})"))
+    else:
+        metrics[DIVERGED] = 0.0
+        if surface is not None:
+            metrics[artifacts.ARTIFACTS] = surface
     report(1, metrics)
     return metrics

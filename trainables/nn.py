@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from trainables.config import ExperimentConfig, require
+from trainables.config import ExperimentConfig, PerReplica, require
 
 Activation = Literal["tanh", "relu"]
 # Above this many input elements the broadcast's temporary costs more memory than the bmm saves.
@@ -169,7 +169,7 @@ class NetworkConfig(ExperimentConfig):
     """hidden non-linearity; tanh gives the GP correspondence, relu is the contrast"""
     normalise: bool = True
     """σ-normalise the weights (paper 000 eq. 7); false trains a plain MLP, ignoring sigma_inv"""
-    sigma_inv: float = 1.0
+    sigma_inv: PerReplica[float] = 1.0
     """length scale σ⁻¹: weights are rescaled to std σ/√fan_in in every forward pass"""
     bias_norm: bool = True
     """normalise hidden biases and scale the output bias by σ, as paper 000's code does"""
@@ -178,7 +178,7 @@ class NetworkConfig(ExperimentConfig):
         super().__post_init__()
         require(self.width >= 1, "width", ">= 1", self.width)
         require(self.depth >= 1, "depth", ">= 1", self.depth)
-        require(self.sigma_inv > 0, "sigma_inv", "> 0", self.sigma_inv)
+        require(all(v > 0 for v in self.each("sigma_inv")), "sigma_inv", "> 0", self.sigma_inv)
 
     def make_mlp(self, n_in: int, n_out: int, *, residual: bool = False) -> ReplicaMLP:
         """The replica-batched MLP this config describes, one initialisation per seed."""
@@ -186,7 +186,7 @@ class NetworkConfig(ExperimentConfig):
             [n_in, *[self.width] * self.depth, n_out],
             replica_generators(self.seeds, "init"),
             activation=self.activation,
-            sigma_inv=self.sigma_inv if self.normalise else None,
+            sigma_inv=self.each("sigma_inv") if self.normalise else None,
             bias_norm=self.bias_norm,
             residual=residual,
         )

@@ -20,56 +20,36 @@ from typing import Any
 import torch
 
 from trainables import artifacts, engine
-from trainables.config import ExperimentConfig, require
-from trainables.data import Split, sinusoid_sampler, stack
-from trainables.nn import NetworkConfig, ReplicaMLP, replica_generators
+from trainables.data import Split
+from trainables.data.regression import SinusoidData, sinusoid_splits
+from trainables.nn import NetworkConfig, ReplicaMLP
+from trainables.report import Metric, Reporter, declare, no_report
 
 
 @dataclass(frozen=True)
-class DataConfig(ExperimentConfig):
-    """The sinusoid data set; shared with the `gp` experiment so both see the same points."""
-
-    train_points: int = 100
-    """training points per replica"""
-    test_points: int = 2000
-    """test points per replica, from the training region"""
-    ood_points: int = 2000
-    """o.o.d. points per replica, from 2π < |x| ≤ 3π"""
-    noise_std: float = 0.25
-    """std of the Gaussian label noise ε (the paper's N(0, 0.25), read as a std by its code)"""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("train_points", "test_points", "ood_points"):
-            require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
-        require(self.noise_std >= 0, "noise_std", ">= 0", self.noise_std)
+class Config(NetworkConfig, engine.TrainingConfig, SinusoidData):
+    def metrics(self) -> dict[str, Metric]:
+        return declare(minimise=["train_mse", "test_mse", "ood_mse"])
 
 
-@dataclass(frozen=True)
-class Config(NetworkConfig, engine.TrainingConfig, DataConfig):
-    pass
+def make_data(cfg: Config) -> dict[str, Split]:
+    return sinusoid_splits(cfg)
 
 
-def make_data(cfg: DataConfig) -> dict[str, Split]:
-    """Train, test and o.o.d. splits, [R, N, 1] each; replica r's data depends only on seed + r."""
-    gens = replica_generators(cfg.seeds, "data")
-    region = sinusoid_sampler(cfg.noise_std, "in")
-    return {
-        "train": stack(region, gens, cfg.train_points),
-        "test": stack(region, gens, cfg.test_points),
-        "ood": stack(sinusoid_sampler(cfg.noise_std, "ood"), gens, cfg.ood_points),
-    }
+def make_model(cfg: Config) -> ReplicaMLP:
+    return cfg.make_mlp(1, 1)
 
 
-def evaluate(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, Any]:
+def evaluate(model: ReplicaMLP, data: engine.Data) -> engine.Measured:
+    splits = {k: data[k] for k in ("train", "test", "ood")}
     return engine.split_metrics(model, splits, {"mse": engine.mse})
 
 
-def fit_plot(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, Any]:
+def fit_plot(model: ReplicaMLP, data: engine.Data, final: engine.Measured) -> dict[str, Any]:
     """Replica 0's learned function against sin(x) and its training points, on [-3π, 3π]."""
-    x = torch.linspace(-3 * math.pi, 3 * math.pi, 400, device=splits["train"].x.device)
+    x = torch.linspace(-3 * math.pi, 3 * math.pi, 400, device=data["train"].x.device)
     pred = model(x.view(1, -1, 1).expand(model.replicas, -1, 1))[0, :, 0]
-    train = splits["train"]
+    train = data["train"]
     return {
         "fit": artifacts.curves(
             {
@@ -82,10 +62,12 @@ def fit_plot(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def make_task(cfg: Config) -> engine.Task:
+    return engine.Task(make_model(cfg), make_data(cfg), engine.mse, evaluate, artifacts=fit_plot)
+
+
 def run(
-    config: Mapping[str, Any], report: engine.Reporter = engine.no_report, device: str | None = None
+    config: Mapping[str, Any], report: Reporter = no_report, device: str | None = None
 ) -> dict[str, Any]:
     cfg = Config.from_mapping(config)
-    return engine.train_full_batch(
-        cfg, cfg.make_mlp(1, 1), make_data(cfg), engine.mse, evaluate, report, device, fit_plot
-    )
+    return engine.run(cfg, make_task(cfg), report, device)

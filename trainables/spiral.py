@@ -3,8 +3,11 @@
 Two Archimedean spirals r = ±bφ, φ ∈ [φ_min, entanglement]; harder to separate as the entanglement
 (φ_max) grows. An MLP of given depth and width, tanh or ReLU, plain or σ-normalised (which joins
 this data set with paper 000's length scale), softmax / cross-entropy.
-Metrics: train/test accuracy and loss, and each layer's Frobenius norm (the thesis's hypothesis 1:
-the norm grows with the data's complexity).
+Metrics: train/test accuracy and loss, each layer's weight statistics (Frobenius norm, the thesis's
+hypothesis 1: the norm grows with the data's complexity; singular values, condition number,
+eigenvalue moduli of square layers) and fraction of zero gradients, and at the final evaluation the
+test accuracy under noise, FGSM and BIM (thesis ch. 4.3; `trainables.robustness`, shared with
+`digits_robustness`). Data: `trainables.data.spiral`.
 
 Target metric: test_acc (max). One run: `smoothsweep train spiral --set entanglement=12.57`.
 The thesis trains with mini-batches and leaves the schedule open; full-batch Adam with the paper-000
@@ -21,17 +24,22 @@ from typing import Any, ClassVar
 
 import torch
 
-from trainables import artifacts, attacks, engine, probes
-from trainables.config import require
-from trainables.data import Split, spiral, spiral_embedding, stack
+from trainables import artifacts, engine, probes, robustness
+from trainables.config import PerReplica, require
+from trainables.data import Split, stack
+from trainables.data.spiral import spiral, spiral_embedding
 from trainables.nn import NetworkConfig, ReplicaMLP, replica_generators
+from trainables.report import Metric, Reporter, declare, no_report
+from trainables.robustness import RobustnessConfig
+
+CLASSES = 2
 
 
 @dataclass(frozen=True)
-class Config(NetworkConfig, engine.TrainingConfig):
+class Config(NetworkConfig, engine.TrainingConfig, RobustnessConfig):
     width: int = 64
     depth: int = 2
-    lr: float = 1e-2
+    lr: PerReplica[float] = 1e-2
     entanglement: float = 3 * math.pi
     """φ_max: how far the spirals wind (3π is one and a half turns)"""
     phi_min: float = 0.5
@@ -46,15 +54,9 @@ class Config(NetworkConfig, engine.TrainingConfig):
     """training points per replica (half per class)"""
     test_points: int = 1000
     """test points per replica"""
-
     noise_stds: tuple[float, ...] = (0.1, 0.3)
-    """input-noise std values for noise_acc_<std> (final evaluation)"""
     fgsm_eps: tuple[float, ...] = (0.05, 0.1, 0.2)
-    """L∞ sizes for fgsm_acc_<eps> (final evaluation)"""
     bim_eps: tuple[float, ...] = (0.05, 0.1, 0.2)
-    """L∞ sizes for bim_acc_<eps>: iterative FGSM, step 0.5·ε, clipped to the ε-ball"""
-    bim_steps: int = 10
-    """iterations of BIM"""
 
     objective: ClassVar[str] = "test_acc"
 
@@ -66,14 +68,30 @@ class Config(NetworkConfig, engine.TrainingConfig):
         for name in ("train_points", "test_points"):
             n = getattr(self, name)
             require(n > 0 and n % 2 == 0, name, "even and > 0 (two balanced classes)", n)
-        for name in ("noise_stds", "fgsm_eps", "bim_eps"):
-            values = getattr(self, name)
-            require(all(v >= 0 for v in values), name, "a list of values >= 0", list(values))
-        require(self.bim_steps >= 1, "bim_steps", ">= 1", self.bim_steps)
 
     @property
     def input_dim(self) -> int:
         return 2 + self.codimension
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        return [self.input_dim, *[self.width] * self.depth, CLASSES]
+
+    def metrics(self) -> dict[str, Metric]:
+        layers = []  # per layer: `probes.weight_statistics` and `probes.zero_gradient_fraction`
+        sizes = self.layer_sizes
+        for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+            layers += [f"{m}_l{i}" for m in ("fro_norm", "sv_max", "sv_min", "cond", "zero_grad")]
+            if n_in == n_out:
+                layers += [f"eig_abs_mean_l{i}", f"eig_abs_max_l{i}"]
+        return {
+            **declare(
+                minimise=["train_loss", "test_loss"],
+                maximise=["train_acc", "test_acc"],
+                diagnostics=layers,
+            ),  # fmt: skip
+            **self.robustness_metrics(),
+        }
 
 
 def make_data(cfg: Config) -> dict[str, Split]:
@@ -95,12 +113,13 @@ def make_data(cfg: Config) -> dict[str, Split]:
 
 
 def make_model(cfg: Config) -> ReplicaMLP:
-    return cfg.make_mlp(cfg.input_dim, 2)
+    return cfg.make_mlp(cfg.input_dim, CLASSES)
 
 
 @torch.no_grad()
-def evaluate(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, torch.Tensor]:
+def evaluate(model: ReplicaMLP, data: engine.Data) -> engine.Measured:
     """Accuracy and loss per split, and each layer's weight statistics (thesis ch. 4.1)."""
+    splits = {k: data[k] for k in ("train", "test")}
     metrics = engine.split_metrics(
         model, splits, {"acc": engine.accuracy, "loss": engine.cross_entropy}
     )
@@ -108,25 +127,14 @@ def evaluate(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, torch.
     return metrics
 
 
-def robustness(model: ReplicaMLP, test: Split, cfg: Config) -> dict[str, torch.Tensor]:
-    """Test accuracy under input noise, FGSM and BIM at every configured size (thesis ch. 4.3)."""
-    noise = attacks.noise_attack(replica_generators(cfg.seeds, "noise"))
-    bim = partial(attacks.bim, steps=cfg.bim_steps)
-    out = {}
-    for prefix, attack, sizes, clean in (
-        ("noise_acc", noise, cfg.noise_stds, False),
-        ("fgsm_acc", attacks.fgsm, cfg.fgsm_eps, True),
-        ("bim_acc", bim, cfg.bim_eps, True),
-    ):
-        accs = attacks.robust_accuracy(model, test.x, test.y, attack, sizes, require_clean=clean)
-        out.update({f"{prefix}_{eps:g}": acc for eps, acc in accs.items()})
-    return out
+def gradient_sparsity(model: ReplicaMLP) -> engine.Measured:
+    """Each layer's fraction of exactly-zero weight gradients (dead ReLU units)."""
+    return probes.zero_gradient_fraction(model.layers)
 
 
 @torch.no_grad()
-def boundary_plot(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, Any]:
+def boundary_plot(model: ReplicaMLP, test: Split) -> dict[str, Any]:
     """Replica 0's P(class 1) over the plane with its test points (only without codimension)."""
-    test = splits["test"]
     if test.x.shape[-1] != 2:
         return {}
     lim = float(test.x[0].abs().max()) * 1.1
@@ -144,22 +152,32 @@ def boundary_plot(model: ReplicaMLP, splits: Mapping[str, Split]) -> dict[str, A
     }  # fmt: skip
 
 
+def plots(
+    model: ReplicaMLP, data: engine.Data, final: engine.Measured, cfg: Config
+) -> dict[str, Any]:
+    """Replica 0's decision boundary, and its test accuracy against noise std and ε."""
+    label = robustness.replica_label(cfg)
+    title = f"test accuracy ({cfg.activation})"
+    return {
+        **boundary_plot(model, data["test"]),
+        **robustness.curves(cfg, final, label=label, title=title),
+    }
+
+
+def make_task(cfg: Config) -> engine.Task:
+    return engine.Task(
+        make_model(cfg),
+        make_data(cfg),
+        engine.cross_entropy,
+        evaluate,
+        grad_probe=gradient_sparsity,
+        final_evaluate=partial(robustness.evaluate, cfg=cfg),
+        artifacts=partial(plots, cfg=cfg),
+    )
+
+
 def run(
-    config: Mapping[str, Any], report: engine.Reporter = engine.no_report, device: str | None = None
+    config: Mapping[str, Any], report: Reporter = no_report, device: str | None = None
 ) -> dict[str, Any]:
     cfg = Config.from_mapping(config)
-    dev = engine.pick_device(device)
-    splits = {k: v.to(dev) for k, v in make_data(cfg).items()}
-    model = make_model(cfg).to(dev)
-    outcome = engine.train(
-        model,
-        engine.full_batch(splits["train"]),
-        engine.cross_entropy,
-        partial(evaluate, splits=splits),
-        cfg.schedule,
-        report,
-        grad_probe=lambda m: probes.zero_gradient_fraction(m.layers),
-        final_evaluate=partial(robustness, test=splits["test"], cfg=cfg),
-        artifacts=partial(boundary_plot, splits=splits),
-    )
-    return outcome.metrics
+    return engine.run(cfg, make_task(cfg), report, device)

@@ -22,8 +22,11 @@ Choices the paper leaves open, and what we do:
 - Optimizer: Adam ("of your choice"), at a constant learning rate by default (lr_decay = 1): the
   paper asks only for a tuned rate. Steps default to 10,000 ("until quasi-stationary"); the
   `paper` profile of the spec trains longer.
-- train_mse is the MSE on the most recent training batch, measured at each evaluation right after
-  that batch's optimizer step (the engine reports at evaluations, not at every batch).
+- Batches are `engine.FreshSamples`: each replica's inputs come from its own "batches" stream on
+  the CPU, and `TeacherLabels` (the frozen teacher with the target shift and scale, an nn.Module
+  so that the engine moves it to the device) labels them there. train_mse is the MSE on the most
+  recent training batch (`engine.LAST_BATCH`), measured at each evaluation right after that
+  batch's optimizer step (the engine reports at evaluations, not at every batch).
 - Scale: with N(0, 1) parameters and inputs in [0, 2], the teacher's output has a large
   teacher-specific offset and a spread of order 1e2-1e3, so MSEs start around 1e4-1e6. As in the
   paper, MSEs are reported in the teacher's units; `normalise_targets` instead standardises each
@@ -46,12 +49,13 @@ from functools import partial
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from trainables import artifacts, engine, probes
 from trainables.config import require
-from trainables.data import Split
+from trainables.data import Split, uniform
 from trainables.nn import ReplicaMLP, replica_generators
+from trainables.report import Metric, Reporter, declare, no_report
 
 Student = Literal["under", "exact", "over"]
 INPUTS = 100
@@ -79,13 +83,21 @@ class Config(engine.TrainingConfig):
     """multiply the learning rate by this every decay_every steps (1: constant, the default)"""
     steps: int = 10_000
     """optimizer steps, one fresh batch each"""
-    eval_every: int = 500
-    """steps between evaluations on the test set"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.test_points >= 1, "test_points", ">= 1", self.test_points)
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+
+    def metrics(self) -> dict[str, Metric]:
+        # per-layer distances only where the layers pair one to one with the teacher's
+        exact = STUDENT_HIDDEN[self.student] == TEACHER_HIDDEN
+        layers = range(len(TEACHER_HIDDEN) + 1) if exact else range(0)
+        per_layer = [f"w1_{kind}_l{i}" for i in layers for kind in ("weight", "bias")]
+        return {
+            **declare(minimise=["test_mse", "test_nmse", "train_mse"]),
+            **declare(diagnostics=["w1_weights", "w1_biases", "w1_all", *per_layer]),
+        }
 
 
 # --- networks -------------------------------------------------------------------------------------
@@ -113,12 +125,29 @@ def parameter_count(model: ReplicaMLP) -> int:
     return sum(p[0].numel() for p in model.parameters())
 
 
+class TeacherLabels(nn.Module):
+    """x [R, B, 100] -> (teacher(x) - shift) / scale [R, B, 1]: the targets of every batch.
+
+    A module, so that the engine moves the teacher and the scaling to the device with the model;
+    the teacher stays frozen (its parameters never reach the optimizer).
+    """
+
+    def __init__(self, teacher: ReplicaMLP, shift: Tensor, scale: Tensor) -> None:
+        super().__init__()
+        self.teacher = teacher
+        self.register_buffer("shift", shift)
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.teacher(x) - self.shift) / self.scale
+
+
 # --- data -----------------------------------------------------------------------------------------
 
 
-def sample_inputs(generators: Sequence[torch.Generator], n: int) -> Tensor:
-    """x [R, n, 100] uniform on [0, 2]^100, replica r from generators[r]."""
-    return torch.stack([torch.rand(n, INPUTS, generator=g) * INPUT_HIGH for g in generators])
+def sample_inputs(gen: torch.Generator, n: int) -> Tensor:
+    """One replica's inputs x [n, 100], uniform on [0, 2]^100."""
+    return uniform(gen, n, INPUTS, INPUT_HIGH)
 
 
 @torch.no_grad()
@@ -130,10 +159,10 @@ def predict(model: ReplicaMLP, x: Tensor, chunk: int = EVAL_CHUNK) -> Tensor:
 def make_test_set(cfg: Config, teacher: ReplicaMLP) -> Split:
     """The fixed test set: inputs from each replica's "data" stream, labelled by its teacher (raw).
 
-    Inputs are drawn on the CPU and labelled on the teacher's device.
+    Labelled where the teacher is: on the CPU when the task is built.
     """
-    x = sample_inputs(replica_generators(cfg.seeds, "data"), cfg.test_points)
-    x = x.to(teacher.layers[0].weight.device)
+    gens = replica_generators(cfg.seeds, "data")
+    x = torch.stack([sample_inputs(g, cfg.test_points) for g in gens])
     return Split(x, predict(teacher, x))
 
 
@@ -143,37 +172,6 @@ def target_scaling(y: Tensor, normalise: bool) -> tuple[Tensor, Tensor]:
         ones = torch.ones(y.shape[0], 1, 1, device=y.device)
         return ones * 0, ones
     return y.mean(dim=(1, 2), keepdim=True), y.std(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-
-
-class TeacherBatches:
-    """Batch source: step -> (x [R, B, 100], y [R, B, 1]), fresh inputs labelled by the teachers.
-
-    Replica r's inputs come from its own "batches" generator (on the CPU, so a seed gives the same
-    batches on any device). The latest batch stays in `last`, for train_mse.
-    """
-
-    def __init__(
-        self,
-        teacher: ReplicaMLP,
-        batch_size: int,
-        seeds: Sequence[int],
-        shift: Tensor | None = None,
-        scale: Tensor | None = None,
-    ) -> None:
-        self.teacher = teacher
-        self.batch_size = batch_size
-        self.generators = replica_generators(seeds, "batches")
-        self.device = teacher.layers[0].weight.device
-        self.shift = 0.0 if shift is None else shift
-        self.scale = 1.0 if scale is None else scale
-        self.last: tuple[Tensor, Tensor] | None = None
-
-    @torch.no_grad()
-    def __call__(self, step: int) -> tuple[Tensor, Tensor]:
-        x = sample_inputs(self.generators, self.batch_size).to(self.device)
-        y = (self.teacher(x) - self.shift) / self.scale
-        self.last = (x, y)
-        return x, y
 
 
 # --- evaluation -----------------------------------------------------------------------------------
@@ -202,23 +200,22 @@ def parameter_distances(student: ReplicaMLP, teacher: ReplicaMLP) -> dict[str, T
 
 
 @torch.no_grad()
-def evaluate(
-    student: ReplicaMLP, teacher: ReplicaMLP, test: Split, batches: TeacherBatches
-) -> dict[str, Tensor]:
-    """train_mse (latest batch), test_mse, test_nmse and the parameter distances, each [R]."""
+def evaluate(student: ReplicaMLP, data: engine.Data, teacher: ReplicaMLP) -> engine.Measured:
+    """train_mse (the step's batch), test_mse, test_nmse and the parameter distances, each [R]."""
+    test, batch = data["test"], data[engine.LAST_BATCH]
     test_mse = engine.mse(predict(student, test.x), test.y)
     out = {
         "test_mse": test_mse,
         "test_nmse": test_mse / test.y.flatten(1).var(dim=1, correction=0).clamp_min(1e-30),
+        "train_mse": engine.mse(student(batch.x), batch.y),
     }
-    if batches.last is not None:
-        x, y = batches.last
-        out["train_mse"] = engine.mse(student(x), y)
     out.update({k: v.to(test_mse.device) for k, v in parameter_distances(student, teacher).items()})
     return out
 
 
-def weight_histograms(student: ReplicaMLP, teacher: ReplicaMLP) -> dict[str, Any]:
+def weight_histograms(
+    student: ReplicaMLP, data: engine.Data, final: engine.Measured, teacher: ReplicaMLP
+) -> dict[str, Any]:
     """Replica 0's weight and bias distributions, student against teacher (shared bins)."""
     out = {}
     for kind in ("weight", "bias"):
@@ -234,24 +231,30 @@ def weight_histograms(student: ReplicaMLP, teacher: ReplicaMLP) -> dict[str, Any
     return out
 
 
-def run(
-    config: Mapping[str, Any], report: engine.Reporter = engine.no_report, device: str | None = None
-) -> dict[str, Any]:
-    cfg = Config.from_mapping(config)
-    dev = engine.pick_device(device)
-    teacher = make_teacher(cfg.seeds).to(dev)
+def make_task(cfg: Config) -> engine.Task:
+    """The student, the test set labelled on the CPU, and batches labelled by `TeacherLabels`.
+
+    `evaluate` and `weight_histograms` hold the same teacher module as the labels: the engine's
+    move of the labels to the device moves it for them too.
+    """
+    teacher = make_teacher(cfg.seeds)
     raw = make_test_set(cfg, teacher)
     shift, scale = target_scaling(raw.y, cfg.normalise_targets)
     test = Split(raw.x, (raw.y - shift) / scale)
-    batches = TeacherBatches(teacher, cfg.batch_size, cfg.seeds, shift, scale)
-    student = make_student(cfg).to(dev)
-    outcome = engine.train(
-        student,
-        batches,
+    return engine.Task(
+        make_student(cfg),
+        {"test": test},
         engine.mse,
-        partial(evaluate, teacher=teacher, test=test, batches=batches),
-        cfg.schedule,
-        report,
+        partial(evaluate, teacher=teacher),
+        batches=engine.FreshSamples(
+            sample_inputs, cfg.batch_size, TeacherLabels(teacher, shift, scale)
+        ),
         artifacts=partial(weight_histograms, teacher=teacher),
     )
-    return outcome.metrics
+
+
+def run(
+    config: Mapping[str, Any], report: Reporter = no_report, device: str | None = None
+) -> dict[str, Any]:
+    cfg = Config.from_mapping(config)
+    return engine.run(cfg, make_task(cfg), report, device)

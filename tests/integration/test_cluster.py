@@ -168,7 +168,7 @@ def test_the_tracking_server_listens_on_loopback_only(tracking):
 
 def test_the_embedded_default_listens_on_loopback_only(tmp_path):
     probe = (
-        "import json, os, sys; from service.sweep import start_ray; start_ray(None, num_cpus=1); "
+        "import json, os, sys; from service.session import start_ray; start_ray(None, num_cpus=1); "
         "from tests.integration.local_deploy import listeners_of, processes_naming; "
         "pids = [*processes_naming(os.environ['RAY_TMPDIR']), os.getpid()]; "
         "print(json.dumps(sorted({a for a, _ in listeners_of(pids)})))"

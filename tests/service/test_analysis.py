@@ -13,7 +13,7 @@ import pytest
 
 from service import analysis
 from service import conventions as cv
-from service.errors import TrackingError
+from service.errors import SpecError, TrackingError
 from service.plots import plot_length_scale_curves
 
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5 %, 2 degrees of freedom (from tables)
@@ -217,11 +217,14 @@ def test_length_scale_curve_falls_back_to_the_plain_metric():
         (lambda t: analysis.length_scale_curve(t, metric="nope"), "`metric` must be a column"),
         (lambda t: analysis.best_configs(t, by=["depth"]), "`by` must be a column"),
         (lambda t: analysis.best_configs(t, mode="best"), "`mode` must be 'min' or 'max'"),
+        (lambda t: analysis.best_configs(t, top=0), "`top` must be >= 1, but got 0"),
+        (lambda t: analysis.length_scale_curve(t, confidence=1.5), "`confidence` must satisfy"),
+        (lambda t: analysis.optimum(t, x="width", by=["width"]), "`by` must not contain"),
     ],
 )
-def test_bad_arguments_raise_one_line_value_errors(call, match):
+def test_bad_arguments_raise_one_line_spec_errors(call, match):
     trials = _trials([{"width": 10, "sigma_inv": 1.0, "test_mse": 1.0}])
-    with pytest.raises(ValueError, match=match) as info:
+    with pytest.raises(SpecError, match=match) as info:
         call(trials)
     assert "\n" not in str(info.value)
 

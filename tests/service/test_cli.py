@@ -26,6 +26,19 @@ def test_experiments_json_lists_every_registered_experiment(capsys):
     fields = {r["experiment"]: r["fields"] for r in rows}
     assert fields["sinusoid"]["sigma_inv"]["doc"].startswith("length scale")
     assert fields["spiral"]["entanglement"]["type"] == "float"
+    by_name = {r["experiment"]: r for r in rows}
+    assert {"seed", "lr", "sigma_inv"} <= set(by_name["sinusoid"]["per_replica"])
+    assert by_name["sinusoid"]["metrics"]["test_mse"] == {"mode": "min", "final": False}
+    assert by_name["spiral"]["metrics"]["fgsm_acc_0.1"] == {"mode": "max", "final": True}
+
+
+def test_experiments_table_counts_fields_per_replica_fields_and_metrics(capsys):
+    code, out, _ = run_cli(capsys, "experiments")
+    assert code == 0
+    header, *lines = out.splitlines()
+    assert header.split()[-3:] == ["fields", "per_replica", "metrics"]
+    (row,) = [ln for ln in lines if ln.lstrip().startswith("sinusoid ")]
+    assert row.split()[-1] == str(len(sinusoid.Config().metrics()))
 
 
 def test_train_prints_the_same_metrics_as_a_direct_run(capsys):
@@ -46,12 +59,19 @@ def test_train_prints_the_same_metrics_as_a_direct_run(capsys):
     "args,code,message",
     [
         (["train", "sinus"], 2, "unknown experiment 'sinus'; known: ['addition', "),
-        (["train", "sinusoid", "--set", "widht=3"], 2, "unknown config key(s) ['widht']"),
+        (["train", "sinusoid", "--set", "widht=3"], 2, "unknown config key `widht` in sinusoid's"),
         (["train", "sinusoid", "--set", "lr=-1"], 2, "`lr` must be > 0, but got -1.0"),
         (["train", "sinusoid", "--set", "lr"], 2, "`--set` must look like key=value"),
+        (["train", "sinusoid", "--set", "width=0"], 2, "sinusoid: `width` must be"),
+        (["train", "sinusoid", "--device", "gpu"], 2, "`--device` must be a torch device"),
         (["run", "no/such/spec.yaml"], 2, "neither a file nor a shipped spec"),
         (["run", "sinusoid", "--profile", "huge"], 2, "unknown profile 'huge'"),
-        (["run", "sinusoid", "--set", "sampler=grid"], 2, "`sampler`: Input should be"),
+        (
+            ["run", "sinusoid", "--set", "objective.metric=test_mae"],
+            2,
+            "'test_mae' is not a metric sinusoid reports",
+        ),
+        (["run", "sinusoid", "--set", "sampler=grid"], 2, "`sampler` must be one of ['tpe',"),
         (
             ["run", "sinusoid", "--address", "127.0.0.1:6379"],
             2,
@@ -91,3 +111,41 @@ def test_train_writes_artifacts_when_asked(capsys, tmp_path):
     assert code == 0 and "artifacts: fit in" in err
     assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "fit.json").read_text())["kind"] == "curves"
+
+
+def test_a_bad_set_in_train_is_one_line_naming_the_experiment(capsys):
+    code, _, err = run_cli(capsys, "train", "sinusoid", "--set", "widht=3")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("smoothsweep: error: sinusoid: unknown config key") and "widht" in err
+
+
+@pytest.mark.parametrize("bug", [ValueError("a bug of ours"), KeyError("a bug of ours")])
+def test_an_internal_bug_keeps_its_traceback(capsys, monkeypatch, bug):
+    def broken(args):
+        raise bug
+
+    monkeypatch.setattr("service.cli.cmd_experiments", broken)
+    with pytest.raises(type(bug), match="a bug of ours"):
+        main(["experiments"])
+    assert "smoothsweep: error" not in capsys.readouterr().err
+
+
+def test_analysis_argument_mistakes_are_one_line(capsys, tmp_path, monkeypatch):
+    from service import analysis
+
+    monkeypatch.setattr(analysis, "load_trials", lambda sweep, uri: _trials())
+    code, _, err = run_cli(capsys, "best", "sw", "--top", "0")
+    assert code == 2 and err == "smoothsweep: error: `top` must be >= 1, but got 0\n"
+    code, _, err = run_cli(capsys, "best", "sw", "--metric", "test_mae")
+    assert code == 2 and "`metric` must be a column of the trials, but got 'test_mae'" in err
+
+
+def _trials():
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"status": ["FINISHED"], "trial_id": ["a"], "run_id": ["r"], "cell": ["all"],
+         "sigma_inv": [1.0], "test_mse": [0.5]}
+    )  # fmt: skip
+    frame.attrs.update(objective_metric="test_mse", objective_mode="min", axes=[])
+    return frame

@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 
 import pytest
+import yaml
 
+import trainables
+from service import cli
 from service.errors import SpecError
 from service.spec import Spec, load_spec, shipped_specs
 
@@ -36,32 +39,38 @@ def mutate(path: str, value):
 DELETE = object()
 
 BAD = [
-    ("experiment", "sinus", r"unknown experiment 'sinus'; known: \[.*'sinusoid'.*\]"),
-    ("objective.mode", "minimise", r"`objective.mode`: Input should be 'min' or 'max'"),
-    ("objective", DELETE, r"`objective`: Field required"),
-    ("search.sigma_inv.low", -1.0, r"`low > 0` must hold when log is true, but got low=-1.0"),
-    ("search.sigma_inv.high", 0.01, r"`low < high` must hold, but got low=0.1, high=0.01"),
-    ("search.sigma_inv.lo", 1.0, r"`search.sigma_inv.lo`: Extra inputs are not permitted"),
-    ("fixed.widht", 3, r"fixed keys \['widht'\] are not fields of sinusoid's Config"),
+    ("experiment", "sinus", r"unknown experiment 'sinus'; did you mean 'sinusoid'\? known: \["),
+    ("objective.mode", "minimise", r"`objective.mode` must be one of \['min', 'max'\], but got"),
+    ("objective.mode", "max", r"`objective.mode` must be 'min' for test_mse \(as sinusoid"),
+    ("objective.metric", "nope", r"`objective.metric` 'nope' is not a metric sinusoid reports;"),
+    ("objective", DELETE, r"missing required key `objective` in the spec$"),
+    ("search.sigma_inv.low", -1.0, r"`search.sigma_inv`: `low > 0` must hold when log is true"),
+    ("search.sigma_inv.high", 0.01, r"`search.sigma_inv`: `low < high` must hold, but got low=0.1"),
+    ("search.sigma_inv.high", DELETE, r"`search.sigma_inv.high` must be given for a float"),
+    ("search.sigma_inv.lo", 1.0, r"unknown key `lo` in `search.sigma_inv`; did you mean `low`\?"),
+    ("search.sigma_inv.log", "yes", r"`search.sigma_inv.log` must be true or false, but got 'yes'"),
+    ("fixed.widht", 3, r"unknown config key `widht` in `fixed`; did you mean `width`\?"),
     ("axes.sigma_inv", [1.0], r"keys \['sigma_inv'\] appear in both `axes` and `search`"),
     ("fixed.width", 3, r"keys \['width'\] appear in both `fixed` and `axes`"),
-    ("axes.width", [], r"axis `width` needs at least one value"),
+    ("axes.width", [], r"`axes.width` must be a non-empty list of values, but got \[\]"),
     ("axes.width", ["wide"], r"`width` must be an integer, but got 'wide'"),
+    ("axes", {1: [2]}, r"`axes` must be a mapping with string keys, but got key 1"),
     ("fixed.steps", "1e3", r"`steps` must be an integer, but got '1e3'"),
-    (
-        "trials_per_cell",
-        0,
-        r"`trials_per_cell`: Input should be greater than or equal to 1 \(got 0\)",
-    ),
-    ("sampler", "grid", r"`sampler`: Input should be 'tpe', 'cmaes', 'qmc' or 'random'"),
-    ("resources", {"cpu": 0}, r"`resources.cpu`: Input should be greater than 0"),
-    ("resources", {"gpu": 1.5}, r"`gpu` above 1 must be a whole number, but got 1.5"),
-    ("name", "a b", r"`name`: String should match pattern"),
-    ("bogus", 1, r"`bogus`: Extra inputs are not permitted"),
+    ("fixed.lr", float("nan"), r"`fixed.lr`: nan is not a usable value \(numbers must be finite"),
+    ("trials_per_cell", 0, r"`trials_per_cell` must be >= 1, but got 0"),
+    ("trials_per_cell", True, r"`trials_per_cell` must be an integer, but got True"),
+    ("trials_per_cel", 3, r"unknown key `trials_per_cel` in the spec; did you mean `trials_"),
+    ("sampler", "grid", r"`sampler` must be one of \['tpe', 'cmaes', 'qmc', 'random'\], but got"),
+    ("resources", {"cpu": 0}, r"`resources.cpu` must be > 0, but got 0.0"),
+    ("resources", {"gpu": 1.5}, r"`resources.gpu` must be at most 1 or a whole number, but got"),
+    ("resources", 5, r"`resources` must be a mapping, but got 5"),
+    ("asha", {"grace_period": 0}, r"`asha.grace_period` must be >= 1, but got 0"),
+    ("name", "a b", r"`name` must be letters, digits, '_', '.' or '-', starting with a letter"),
+    ("bogus", 1, r"unknown key `bogus` in the spec \(valid keys: asha, axes, description, "),
 ]
 
 
-@pytest.mark.parametrize("path,value,message", BAD, ids=[b[0] for b in BAD])
+@pytest.mark.parametrize("path,value,message", BAD, ids=[f"{b[0]}={b[1]!r}" for b in BAD])
 def test_bad_specs_fail_with_a_one_line_message(path, value, message):
     with pytest.raises(SpecError, match=message) as info:
         load_spec(mutate(path, value))
@@ -88,10 +97,10 @@ def test_dotted_overrides_set_one_field_of_a_spec_section():
     spec = load_spec(BASE, overrides=["resources.gpu=0.25", "resources.cpu=2"])
     assert (spec.resources.cpu, spec.resources.gpu) == (2, 0.25)
     assert "resources.gpu" not in spec.fixed
-    assert load_spec(BASE, overrides=["objective.mode=max"]).objective.metric == "test_mse"
-    with pytest.raises(SpecError, match="`gpu` above 1 must be a whole number"):
+    assert load_spec(BASE, overrides=["objective.metric=ood_mse"]).objective.mode == "min"
+    with pytest.raises(SpecError, match="`resources.gpu` must be at most 1 or a whole number"):
         load_spec(BASE, overrides=["resources.gpu=1.5"])
-    with pytest.raises(SpecError, match="resources.gpus"):
+    with pytest.raises(SpecError, match="unknown key `gpus` in `resources`; did you mean `gpu`"):
         load_spec(BASE, overrides=["resources.gpus=1"])
 
 
@@ -144,3 +153,48 @@ def test_overlay_inherits_the_shared_data_and_seed_fields():
     assert "steps" not in gp.fixed  # not a field of the GP's Config
     assert gp.trials_per_cell == 3  # the gp spec's own smoke profile
     assert overlay_spec(load_spec(BASE)) is None
+
+
+def test_objective_mode_is_filled_in_from_the_config_and_checked_against_it():
+    implicit = mutate("objective", {"metric": "test_mse"})
+    assert load_spec(implicit).objective.mode == "min"
+    assert load_spec(implicit).sha256 == load_spec(BASE).sha256  # the spec as run names it
+    basin = {"name": "t", "experiment": "energy_landscape", "fixed": {"mode": "basin"}}
+    with pytest.raises(SpecError, match="`objective.mode` must be 'min' or 'max': energy_landsc"):
+        load_spec({**basin, "objective": {"metric": "dist_wf"}})  # a diagnostic: no better side
+    assert load_spec({**basin, "objective": {"metric": "dist_wf", "mode": "min"}})
+
+
+def test_asha_refuses_a_final_only_objective():
+    raw = yaml.safe_load(shipped_specs()["digits_sigma"].read_text())
+    final = {"metric": "fgsm_acc_0.1", "mode": "max"}  # robustness: measured once, at the end
+    assert load_spec({**raw, "objective": final}).asha is None
+    with pytest.raises(SpecError, match="`asha` needs the objective at every report, but") as info:
+        load_spec({**raw, "objective": final, "asha": {"grace_period": 2}})
+    assert "'fgsm_acc_0.1' is final-only" in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(shipped_specs()))
+def test_an_objective_the_experiment_does_not_report_fails_before_any_compute(
+    name, tmp_path, monkeypatch, capsys
+):
+    import ray
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("ray.init was called for a spec whose objective is not reported")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code = cli.main(["run", name, "--profile", "smoke", "--set", "objective.metric=nope"])
+    err = capsys.readouterr().err
+    spec = load_spec(name, "smoke")
+    cell = spec.trial_config(spec.cells()[0], {k: p.example() for k, p in spec.search.items()})
+    reported = trainables.load(spec.experiment).Config.from_mapping(cell).metrics()
+    assert code == 2
+    assert err == (
+        f"smoothsweep: error: {name}.yaml: `objective.metric` 'nope' is not a metric "
+        f"{spec.experiment} reports; it reports {', '.join(sorted(reported))}\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # no MLflow store, no sweep directory

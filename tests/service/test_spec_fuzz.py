@@ -3,8 +3,9 @@
 The shipped specs are mutated by hypothesis into specs that are invalid by construction: a required
 key deleted, an unknown key added, a value of the wrong type (string, list, mapping, null, bool,
 NaN, ±inf, an integer beyond 64 bits, a negative count), an empty or inverted search range, an
-unknown experiment or config field, an empty axis, a top level that is not a mapping, YAML text
-that does not parse, and YAML tags a safe loader must refuse. Each goes through the real CLI
+unknown experiment or config field, an objective the experiment does not report (or on the wrong
+side, or final-only under ASHA), an empty axis, a top level that is not a mapping, YAML text that
+does not parse, and YAML tags a safe loader must refuse. Each goes through the real CLI
 (`smoothsweep run SPEC`) in this process, and must come back as exit 2 with exactly one line on
 stderr that names the mutated field (or, for text that is not a spec at all, the file), with no
 traceback, no MLflow store, no sweep directory and no Ray.
@@ -42,6 +43,8 @@ import trainables
 from service import cli
 from service.errors import SpecError
 from service.spec import Asha, Objective, Resources, SearchParam, Spec, load_spec, shipped_specs
+from trainables.config import is_per_replica
+from trainables.report import Metric
 
 SHIPPED = {name: path for name, path in sorted(shipped_specs().items())}
 BASES = {name: yaml.safe_load(path.read_text()) for name, path in SHIPPED.items()}
@@ -57,12 +60,18 @@ def config_hints(experiment: str) -> dict[str, Any]:
 
 
 ALL_CONFIG_FIELDS = sorted({f for e in trainables.REGISTRY for f in config_hints(e)})
-SPEC_KEYS = set(Spec.model_fields)
+
+
+def keys(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+SPEC_KEYS = keys(Spec)
 MODEL_KEYS = {
-    "objective": set(Objective.model_fields),
-    "resources": set(Resources.model_fields),
-    "asha": set(Asha.model_fields),
-    "search_param": set(SearchParam.model_fields),
+    "objective": keys(Objective),
+    "resources": keys(Resources),
+    "asha": keys(Asha),
+    "search_param": keys(SearchParam),
 }
 # Config fields whose meaning rules out a negative value (a count, a size, a rate, a scale, a noise
 # level, a seed: NumPy refuses negative seeds); each Config's __post_init__ must enforce it.
@@ -89,15 +98,14 @@ INT64 = 2**63
 
 
 def _is_number_text(text: str) -> bool:
-    """Pydantic and the config layer both read '3', ' 1e-3 ', '1_0', 'inf', 'nan' as numbers."""
+    """A float field reads '3', ' 1e-3 ', '1_0', 'inf', 'nan' as numbers (YAML 1.1 leaves 1e-3 a
+    string)."""
     try:
         float(text)
     except ValueError:
         return False
     return True
 
-
-BOOLISH = {"0", "1", "off", "on", "f", "t", "false", "true", "n", "y", "no", "yes"}
 
 TEXT = st.text(max_size=12).filter(lambda s: not _is_number_text(s))
 WORDS = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)
@@ -142,14 +150,18 @@ def not_a_number(*, optional: bool = False, integer: bool = False, at_most: floa
     return st.one_of(*pool)
 
 
-def not_a_bool_for_pydantic() -> st.SearchStrategy[Any]:
-    text = TEXT.filter(lambda s: s.strip().lower() not in BOOLISH)
-    numbers = st.integers(-(10**6), 10**6).filter(lambda n: n not in (0, 1)) | FRACTIONS
-    return st.one_of(text, numbers, NON_FINITE, st.none(), LISTS, DICTS)
+def not_a_bool() -> st.SearchStrategy[Any]:
+    """Only true and false are bools: not 0 and 1, nor 'yes' and 'no' (YAML 1.1's bools as text)."""
+    text = st.sampled_from(["yes", "no", "on", "off", "true", "True", "y", "1"]) | TEXT
+    return st.one_of(text, NUMBERS, NON_FINITE, st.none(), LISTS, DICTS)
 
 
 def wrong_for_config(hint: Any) -> st.SearchStrategy[Any]:
     """A value no config field of type `hint` accepts (checked by the type's kind, not the code)."""
+    if is_per_replica(hint):  # a wrong value, or a list of them: never one per replica
+        item = typing.get_args(hint)[0]
+        scalar = wrong_for_config(item).filter(lambda v: not isinstance(v, list))
+        return scalar | st.lists(wrong_for_config(item), max_size=3)
     args = typing.get_args(hint)
     optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
     base = next(a for a in args if a is not type(None)) if optional else hint
@@ -175,6 +187,8 @@ def wrong_for_config(hint: Any) -> st.SearchStrategy[Any]:
 
 
 def negative_for_config(hint: Any) -> st.SearchStrategy[Any]:
+    if is_per_replica(hint):  # one negative value for every replica
+        hint = typing.get_args(hint)[0]
     if typing.get_origin(hint) is tuple:
         return st.lists(st.floats(-1e6, -1e-6), min_size=1, max_size=3)
     if hint is int:
@@ -243,7 +257,6 @@ def free_config_fields(raw: dict, hints: dict[str, Any]) -> list[str]:
 @st.composite
 def delete_required(draw, name: str, raw: dict) -> Case:
     paths = [("name",), ("experiment",), ("objective",), ("objective", "metric")]
-    paths += [("objective", "mode")]
     paths += [("search", p, bound) for p in raw.get("search", {}) for bound in ("low", "high")]
     path = draw(st.sampled_from(paths))
     del at(raw, path[:-1])[path[-1]]
@@ -285,7 +298,7 @@ def spec_slots(raw: dict) -> dict[tuple, st.SearchStrategy[Any]]:
         ("description",): not_a_string(),
         ("objective",): not_a_mapping(),
         ("objective", "metric"): not_a_string(),
-        ("objective", "mode"): not_a_choice(("min", "max")),
+        ("objective", "mode"): not_a_choice(("min", "max")).filter(lambda v: v is not None),
         ("fixed",): not_a_mapping(),
         ("axes",): not_a_mapping(),
         ("search",): not_a_mapping(),
@@ -308,7 +321,7 @@ def spec_slots(raw: dict) -> dict[tuple, st.SearchStrategy[Any]]:
         slots[("search", param)] = not_a_mapping()
         slots[("search", param, "low")] = not_a_number()
         slots[("search", param, "high")] = not_a_number()
-        slots[("search", param, "log")] = not_a_bool_for_pydantic()
+        slots[("search", param, "log")] = not_a_bool()
         slots[("search", param, "type")] = not_a_choice(("float", "int", "categorical"))
     for axis in raw.get("axes", {}):
         slots[("axes", axis)] = not_a_list()
@@ -379,6 +392,37 @@ def bad_search_range(draw, name: str, raw: dict) -> Case:
     choices = draw(st.permutations([good, bad]))
     raw["search"][param] = {"type": "categorical", "choices": choices}
     return Case("bad_search_range", f"{param}: choices={choices!r:.60}", raw, (param,))
+
+
+def declared_metrics(raw: dict) -> dict[str, Metric]:
+    """What the first trial of a (valid) spec reports, by its Config's declaration."""
+    spec = load_spec(raw)
+    cell = spec.trial_config(spec.cells()[0], {k: p.example() for k, p in spec.search.items()})
+    return trainables.load(spec.experiment).Config.from_mapping(cell).metrics()
+
+
+@st.composite
+def bad_objective(draw, name: str, raw: dict) -> Case:
+    """A metric the experiment does not report, the wrong better side, or final-only under ASHA."""
+    declared = declared_metrics(raw)
+    final = sorted(k for k, m in declared.items() if m.final and m.mode is not None)
+    sided = sorted(k for k, m in declared.items() if m.mode is not None)
+    how = draw(st.sampled_from(["unknown", "wrong_mode"] + (["final_under_asha"] if final else [])))
+    if how == "unknown":
+        metric = draw(st.sampled_from(sorted(declared)))
+        metric = typo(metric, draw) if draw(st.booleans()) else draw(WORDS)
+        assume(metric not in declared)
+        raw["objective"] = {**raw["objective"], "metric": metric}
+        return Case("bad_objective", f"metric={metric!r}", raw, ("objective.metric", metric))
+    if how == "wrong_mode":
+        metric = draw(st.sampled_from(sided))
+        wrong = {"min": "max", "max": "min"}[declared[metric].mode]
+        raw["objective"] = {"metric": metric, "mode": wrong}
+        return Case("bad_objective", f"{metric} mode={wrong}", raw, ("objective.mode", metric))
+    metric = draw(st.sampled_from(final))
+    raw["objective"] = {"metric": metric, "mode": declared[metric].mode}
+    raw["asha"] = {"grace_period": 1}
+    return Case("bad_objective", f"asha, final {metric}", raw, ("asha", metric))
 
 
 @st.composite
@@ -540,6 +584,7 @@ KINDS = {
     "wrong_type_spec": wrong_type_spec,
     "wrong_type_config": wrong_type_config,
     "bad_search_range": bad_search_range,
+    "bad_objective": bad_objective,
     "unknown_experiment": unknown_experiment,
     "empty_axis": empty_axis,
     "bad_overlay": bad_overlay,
@@ -706,6 +751,7 @@ def test_mutated_specs_fail_the_same_way_as_a_process(tmp_path):
      ("sinusoid", "noise_std", "inf"), ("sinusoid", "lr", "nan")],
 )  # fmt: skip
 def test_config_rejects_values_that_would_only_fail_inside_a_trial(experiment, field, value):
-    raw = {"name": "t", "experiment": experiment, "objective": {"metric": "m", "mode": "min"}}
+    objective = next(b["objective"] for b in BASES.values() if b["experiment"] == experiment)
+    raw = {"name": "t", "experiment": experiment, "objective": objective}
     with pytest.raises(SpecError, match=field):
         load_spec({**raw, "fixed": {field: value}})

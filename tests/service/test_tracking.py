@@ -10,7 +10,18 @@ from mlflow.tracking import MlflowClient
 
 from service import conventions as cv
 from service import tracking
+from service.spec import load_spec
 from service.tracking import MlflowTracker, SweepRecord
+
+SPEC = load_spec(
+    {
+        "name": "sw",
+        "experiment": "sinusoid",
+        "objective": {"metric": "test_mse", "mode": "min"},
+        "axes": {"width": [8, 16]},
+        "search": {"sigma_inv": {"low": 0.1, "high": 10.0, "log": True}},
+    }
+)
 
 
 @dataclass
@@ -35,10 +46,8 @@ def store(tmp_path):
 
 
 def new_tracker(uri: str) -> MlflowTracker:
-    record = SweepRecord(uri, "sw").open({cv.SPEC_SHA256: "abc"})
-    return MlflowTracker(
-        record, {cv.SPEC_SHA256: "abc"}, seeds_of=lambda c: [c["seed"]], cell_of=lambda c: "all"
-    )
+    record = SweepRecord(uri, "sw").open(tracking.sweep_tags(SPEC))
+    return MlflowTracker(record, SPEC)
 
 
 def runs_by_trial(uri: str) -> dict:
@@ -77,6 +86,25 @@ def test_metrics_are_batched_and_bookkeeping_is_left_out(store, monkeypatch):
     assert steps(store, run.info.run_id) == [1, 2, 3]
 
 
+def test_each_run_carries_its_cell_and_the_seeds_the_experiment_derives(store):
+    tracker = new_tracker(store)
+    trials = [
+        FakeTrial("a", {"width": 8, "sigma_inv": 0.5, "seed": 3, "replicas": 3}),
+        FakeTrial("b", {"width": 16, "seed": [7, 2], "replicas": 2}),  # one seed per replica
+        FakeTrial("c", {"width": 16, "replicas": 0}),  # rejected by the Config: the trial fails
+    ]
+    tracker.on_step_begin(0, trials)
+    for trial in trials:
+        feed(tracker, trial, result(1, 0.5))
+        tracker.on_trial_complete(0, [], trial)
+    runs = runs_by_trial(store)
+    tags = {tid: r.data.tags for tid, r in runs.items()}
+    seen = {tid: (t[cv.CELL], t[cv.SEED], t[cv.SEEDS]) for tid, t in tags.items() if tid != "c"}
+    assert seen == {"a": ("width=8", "3", "3,4,5"), "b": ("width=16", "7", "7,2")}
+    assert cv.SEEDS not in tags["c"] and tags["c"][cv.CELL] == "width=16"
+    assert tags["a"][cv.SPEC_SHA256] == SPEC.sha256 and tags["a"][cv.EXPERIMENT] == "sinusoid"
+
+
 def test_resume_continues_the_same_run_without_duplicate_steps(store, monkeypatch):
     monkeypatch.setattr(tracking, "FLUSH_EVERY_S", 0.0)  # flush every result, like a slow sweep
     first = new_tracker(store)
@@ -108,13 +136,13 @@ def test_a_trial_restarted_on_another_node_does_not_log_its_buffered_steps_twice
 def test_lost_trial_is_adopted_by_its_resuggestion_or_killed(store, monkeypatch):
     monkeypatch.setattr(tracking, "FLUSH_EVERY_S", 0.0)
     first = new_tracker(store)
-    c, e = FakeTrial("c", {"seed": 0, "x": 1.25}), FakeTrial("e", {"seed": 0, "x": 7.0})
+    c, e = FakeTrial("c", {"sigma_inv": 1.25}), FakeTrial("e", {"sigma_inv": 7.0})
     first.on_step_begin(0, [c, e])
     feed(first, c, result(1, 0.9))
     feed(first, e, result(1, 0.8))
     # Ray's saved state knew neither; the restored searcher re-suggests c's config as trial d
     second = new_tracker(store)
-    d = FakeTrial("d", {"seed": 0, "x": 1.25})
+    d = FakeTrial("d", {"sigma_inv": 1.25})
     second.on_step_begin(0, [])
     feed(second, d, result(1, 0.9), result(2, 0.3))
     second.on_trial_complete(0, [], d)

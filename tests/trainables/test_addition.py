@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from trainables import addition
+from trainables import addition, engine
 from trainables.config import ConfigError
+from trainables.data import regression
 
 TINY = {
     "width": 16,
@@ -49,7 +50,7 @@ def test_eq1_weights_add_exactly_on_every_domain(domain):
         assert value.max().item() < 1e-12, name
     # far outside the square too: the solution is global, not fitted
     x = torch.tensor([[100.0, -3.0], [-7.5, -250.0]]).expand(2, 2, 2)
-    torch.testing.assert_close(model(x), addition.target(x, "add"), rtol=0, atol=1e-5)
+    torch.testing.assert_close(model(x), regression.target(x, "add"), rtol=0, atol=1e-5)
 
 
 def test_eq1_rejects_signs_that_do_not_add():
@@ -77,10 +78,10 @@ def test_symmetrised_net_is_exactly_commutative(activation, normalise):
 
 
 def test_regions_partition_the_grid():
-    points = addition.grid_points(61)
+    points = regression.grid_points(61)
     assert points.shape == (61 * 61, 2)
     assert points.min().item() == -1.5 and points.max().item() == 1.5
-    masks = addition.region_masks(points)
+    masks = regression.region_masks(points)
     hole, ring, outside, ood = (masks[k] for k in ("hole", "ring", "outside", "ood"))
     r = points.double().norm(dim=1)
     covered = hole.int() + ring.int() + outside.int()
@@ -94,7 +95,7 @@ def test_regions_partition_the_grid():
     assert (outside <= ood).all() and ((ood & ~outside)[clear] == (r > 1.5)[clear]).all()
     assert ((r < 0.5) == hole).all() and ((r <= 1.0) == (hole | ring)).all()
     # boundaries: r = 0.5 and r = 1 are on the ring (the annulus is closed)
-    on = addition.region_masks(torch.tensor([[0.5, 0.0], [0.0, -1.0], [-0.5, 0.0], [0.0, 1.5]]))
+    on = regression.region_masks(torch.tensor([[0.5, 0.0], [0.0, -1.0], [-0.5, 0.0], [0.0, 1.5]]))
     assert on["ring"].tolist() == [True, True, True, False]
     assert on["outside"].tolist() == [False, False, False, True]  # r = 1.5 exactly
 
@@ -102,24 +103,24 @@ def test_regions_partition_the_grid():
 def test_region_means_are_per_region_averages():
     points = torch.tensor([[0.1, 0.0], [0.7, 0.0], [1.2, 0.0], [1.4, 1.4]])
     values = torch.tensor([[1.0, 2.0, 3.0, 5.0]])
-    out = addition.region_means(values, points, "annulus")
+    out = regression.region_means(values, points, "annulus")
     assert {k: v.item() for k, v in out.items()} == {
         "ood_mse": 4.0, "hole_mse": 1.0, "ring_mse": 2.0, "outside_mse": 3.0,
     }  # fmt: skip
-    assert set(addition.region_means(values, points, "disc")) == {"ood_mse"}
+    assert set(regression.region_means(values, points, "disc")) == {"ood_mse"}
 
 
 def test_samplers_land_in_their_domains():
     g = torch.Generator().manual_seed(0)
-    disc = addition.sample_inputs(g, 20000, "disc")
+    disc = regression.arithmetic_inputs(g, 20000, "disc")
     r = disc.norm(dim=1)
     assert r.max().item() <= 1 + 1e-6
     assert (r < 0.5).float().mean().item() == pytest.approx(0.25, abs=0.015)  # uniform in area
-    ring = addition.sample_inputs(g, 20000, "annulus").norm(dim=1)
+    ring = regression.arithmetic_inputs(g, 20000, "annulus").norm(dim=1)
     assert ring.min().item() >= 0.5 - 1e-6 and ring.max().item() <= 1 + 1e-6
     # uniform on the annulus: P(r < 0.75) = (0.75² - 0.25) / 0.75
     assert (ring < 0.75).float().mean().item() == pytest.approx(0.3125 / 0.75, abs=0.015)
-    normal = addition.sample_inputs(g, 20000, "normal")
+    normal = regression.arithmetic_inputs(g, 20000, "normal")
     assert normal.mean(0).abs().max().item() < 0.03
     assert normal.std(0).sub(1).abs().max().item() < 0.03
     angles = torch.atan2(disc[:, 1], disc[:, 0])
@@ -128,11 +129,12 @@ def test_samplers_land_in_their_domains():
 
 def test_targets_and_data_shapes():
     x = torch.tensor([[2.0, 3.0], [-1.0, 0.5]])
-    assert addition.target(x, "add").flatten().tolist() == [5.0, -0.5]
-    assert addition.target(x, "multiply").flatten().tolist() == [6.0, -0.5]
-    splits = addition.make_data(addition.DataConfig(replicas=2, operation="multiply", grid_size=11))
+    assert regression.target(x, "add").flatten().tolist() == [5.0, -0.5]
+    assert regression.target(x, "multiply").flatten().tolist() == [6.0, -0.5]
+    cfg = regression.ArithmeticData(replicas=2, operation="multiply", grid_size=11)
+    splits = regression.arithmetic_splits(cfg)
     assert splits["train"].x.shape == (2, 128, 2) and splits["train"].y.shape == (2, 128, 1)
-    torch.testing.assert_close(splits["test"].y, addition.target(splits["test"].x, "multiply"))
+    torch.testing.assert_close(splits["test"].y, regression.target(splits["test"].x, "multiply"))
     assert splits["grid"].x.shape == (2, 121, 2)
     assert not torch.equal(splits["train"].x[0], splits["train"].x[1])  # replicas differ
 
@@ -190,14 +192,21 @@ def test_replicas_train_exactly_like_solo_runs(extra):
 
 def test_fresh_batches_draw_new_points_every_step():
     cfg = addition.Config(fresh_batches=True, batch_size=8, replicas=2, domain="annulus")
-    sampler = addition.domain_sampler(cfg.domain, cfg.operation)
-    from trainables import engine
-
-    draw = engine.fresh_samples(sampler, cfg.batch_size, cfg.seeds, "cpu")
+    draw = engine.batch_source(addition.make_batches(cfg), {}, cfg.seeds, torch.device("cpu"))
     (x1, y1), (x2, _) = draw(1), draw(2)
     assert x1.shape == (2, 8, 2) and not torch.equal(x1, x2)
+    assert not torch.equal(x1[0], x1[1])  # each replica from its own seed
     assert x1.norm(dim=-1).min().item() >= 0.5 - 1e-6
-    torch.testing.assert_close(y1, addition.target(x1, "add"))
+    torch.testing.assert_close(y1, regression.target(x1, "add"))
+    assert addition.make_batches(addition.Config()) == engine.FullBatch()
+
+
+def test_declared_metrics_follow_the_domain():
+    assert set(addition.Config().metrics()) == {"train_mse", "test_mse", "ood_mse"}
+    annulus = addition.Config(domain="annulus").metrics()
+    assert set(annulus) == {f"{p}_mse" for p in ("train", "test", "ood", "hole", "ring", "outside")}
+    assert {m.mode for m in annulus.values()} == {"min"}
+    assert not any(m.final for m in annulus.values())
 
 
 def test_config_rules():

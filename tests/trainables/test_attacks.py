@@ -1,4 +1,5 @@
-"""Attacks: ε-balls and clip ranges hold, known values on a linear model, no side effects."""
+"""Attacks: ε-balls and clip ranges hold, known values on a linear model, no side effects; and the
+robustness evaluation the classification experiments share (`trainables.robustness`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from functools import partial
 import pytest
 import torch
 
-from trainables import attacks, engine
+import trainables
+from trainables import attacks, engine, robustness
+from trainables.config import ConfigError
 from trainables.data import Split
 from trainables.nn import ReplicaLinear, ReplicaMLP, replica_generators
 
@@ -135,8 +138,9 @@ def trained_model() -> tuple[ReplicaMLP, Split]:
     data = [blobs(0), blobs(1)]
     split = Split(torch.stack([d.x for d in data]), torch.stack([d.y for d in data]))
     model = mlp([0, 1])
-    schedule = engine.Schedule(steps=150, lr=2e-2, eval_every=150)
-    engine.train(model, engine.full_batch(split), engine.cross_entropy, lambda m: {}, schedule)
+    cfg = engine.TrainingConfig(replicas=2, steps=150, lr=2e-2, eval_every=150)
+    task = engine.Task(model, {"train": split}, engine.cross_entropy, lambda m, d: {})
+    engine.run(cfg, task, device="cpu")
     return model, split
 
 
@@ -161,3 +165,63 @@ def test_robust_accuracy_in_chunks_equals_one_batch():
     whole = attacks.robust_accuracy(model, split.x, split.y, attack, [0.2])
     chunked = attacks.robust_accuracy(model, split.x, split.y, attack, [0.2], chunk=64)
     torch.testing.assert_close(whole[0.2], chunked[0.2])
+
+
+CLASSIFIERS = ["spiral", "digits_robustness"]  # the experiments that share trainables.robustness
+
+
+@pytest.mark.parametrize("experiment", CLASSIFIERS)
+@pytest.mark.parametrize("field", ["noise_stds", "fgsm_eps", "l2_eps", "bim_eps"])
+def test_sizes_that_would_share_a_metric_name_are_refused_by_name(experiment, field):
+    config = trainables.load(experiment).Config
+    # 0.1 and 0.1000001 are two sizes, but both would report as <prefix>_0.1
+    with pytest.raises(ConfigError, match=f"`{field}` must be a list of distinct values.*_0.1 "):
+        config.from_mapping({field: [0.1, 0.1000001]})
+    with pytest.raises(ConfigError, match=f"`{field}` must be a list of values >= 0"):
+        config.from_mapping({field: [0.1, -0.2]})
+    assert getattr(config.from_mapping({field: [0.1, 0.1001]}), field) == (0.1, 0.1001)
+
+
+def test_the_evaluation_reports_what_it_declares_with_robust_accuracy_below_clean():
+    model, split = trained_model()
+    cfg = robustness.RobustnessConfig(
+        replicas=2, noise_stds=(0.0, 0.3), fgsm_eps=(0.1,), l2_eps=(0.0, 0.5), bim_eps=(0.1,),
+        l2_steps=3, bim_steps=3,
+    )  # fmt: skip
+    out = robustness.evaluate(model, {"test": split}, cfg, clip=(0.0, 1.0), chunk=64)
+    assert set(out) == set(cfg.robustness_metrics())
+    assert all(m.mode == "max" and m.final for m in cfg.robustness_metrics().values())
+    with torch.no_grad():
+        clean = engine.accuracy(model(split.x), split.y)
+    torch.testing.assert_close(out["noise_acc_0"], clean)
+    torch.testing.assert_close(out["l2_acc_0"], clean)
+    for name in ("fgsm_acc_0.1", "l2_acc_0.5", "bim_acc_0.1"):
+        assert (out[name] <= clean).all() and (out[name] < clean).any(), name
+    assert (out["bim_acc_0.1"] <= out["fgsm_acc_0.1"] + 0.05).all()
+
+
+def test_each_replica_draws_its_noise_from_its_own_seed():
+    x, y = points(r=2, b=400)
+    sizes = {"noise_stds": (0.2, 0.5), "fgsm_eps": (0.1,)}
+    pair = robustness.RobustnessConfig(seed=(4, 5), replicas=2, **sizes)
+    together = robustness.evaluate(mlp([4, 5]), {"test": Split(x, y)}, pair, chunk=128)
+    alone = robustness.evaluate(
+        mlp([5]), {"test": Split(x[1:], y[1:])}, robustness.RobustnessConfig(seed=5, **sizes),
+        chunk=128,
+    )  # fmt: skip
+    for name, values in alone.items():
+        torch.testing.assert_close(together[name][1:], values, atol=1e-12, rtol=0)
+
+
+def test_curves_plot_replica_0_against_size_from_the_clean_accuracy():
+    cfg = robustness.RobustnessConfig(replicas=2, fgsm_eps=(0.2, 0.1), bim_eps=())
+    final = {
+        "test_acc": torch.tensor([0.9, 0.5]),
+        "fgsm_acc_0.1": torch.tensor([0.7, 0.1]),
+        "fgsm_acc_0.2": torch.tensor([0.4, 0.0]),
+    }
+    plots = robustness.curves(cfg, final, label="σ⁻¹=2", title="t")
+    assert list(plots) == ["accuracy_vs_fgsm_eps"]
+    (series,) = plots["accuracy_vs_fgsm_eps"]["series"]
+    assert series["label"] == "σ⁻¹=2" and series["x"] == [0.0, 0.1, 0.2]
+    assert series["y"] == pytest.approx([0.9, 0.7, 0.4])

@@ -10,7 +10,10 @@ import torch
 
 from trainables import bell_polynomial as bp
 from trainables import engine
+from trainables.config import ConfigError
+from trainables.data import polynomials as poly
 from trainables.nn import ReplicaMLP, replica_generators
+from trainables.report import Metric
 
 SMALL = {"replicas": 2, "train_points": 2000, "test_points": 1000, "train_eval_points": 500,
          "epochs": 2, "lr": 3e-3}  # fmt: skip
@@ -31,22 +34,22 @@ def bell_by_recurrence(n: int) -> dict[tuple[int, ...], int]:
 
 
 def test_b6_is_the_complete_bell_polynomial():
-    assert {e: int(c) for c, e in bp.B6} == bell_by_recurrence(6)
-    assert sum(c for c, _ in bp.B6) == 203  # the Bell number B_6
+    assert {e: int(c) for c, e in poly.B6} == bell_by_recurrence(6)
+    assert sum(c for c, _ in poly.B6) == 203  # the Bell number B_6
     # numerically too, from the recurrence on values
     x = torch.rand(50, 6, dtype=torch.float64) * 2
     b = [torch.ones(50, dtype=torch.float64)]
     for m in range(6):
         b.append(sum(math.comb(m, k) * b[m - k] * x[:, k] for k in range(m + 1)))
-    torch.testing.assert_close(bp.evaluate_polynomial(bp.B6, x)[:, 0], b[6])
+    torch.testing.assert_close(poly.evaluate_polynomial(poly.B6, x)[:, 0], b[6])
 
 
 def test_evaluate_polynomial_known_values():
     ones = torch.ones(1, 6)
-    assert bp.evaluate_polynomial(bp.B6, ones).item() == 203
+    assert poly.evaluate_polynomial(poly.B6, ones).item() == 203
     x1 = torch.tensor([[1.5, 0, 0, 0, 0, 0]])
-    assert bp.evaluate_polynomial(bp.B6, x1).item() == pytest.approx(1.5**6)
-    assert bp.evaluate_polynomial(bp.B6, torch.zeros(3, 4, 6)).shape == (3, 4, 1)
+    assert poly.evaluate_polynomial(poly.B6, x1).item() == pytest.approx(1.5**6)
+    assert poly.evaluate_polynomial(poly.B6, torch.zeros(3, 4, 6)).shape == (3, 4, 1)
 
 
 def shape(exps):
@@ -55,16 +58,16 @@ def shape(exps):
 
 @pytest.mark.parametrize("seed", range(8))
 def test_scramble_obeys_the_papers_rules(seed):
-    sigmas = bp.scramble_permutations(seed)
-    scrambled = bp.scrambled_monomials(seed)
-    assert len(scrambled) == len(bp.B6)
+    sigmas = poly.scramble_permutations(seed)
+    scrambled = poly.scrambled_monomials(seed)
+    assert len(scrambled) == len(poly.B6)
     assert len(set(sigmas)) == len(sigmas)  # no two monomials share a permutation
-    for (c, exps), (c2, new), sigma in zip(bp.B6, scrambled, sigmas):
+    for (c, exps), (c2, new), sigma in zip(poly.B6, scrambled, sigmas):
         assert sorted(sigma) == list(range(6))
         assert c2 == c and shape(new) == shape(exps)  # same coefficient, same monomial shape
         assert all(sigma[j] != j for j, e in enumerate(exps) if e)  # every variable replaced
         assert new != exps
-        assert bp.permute_monomial((c, exps), sigma) == (c2, new)
+        assert poly.permute_monomial((c, exps), sigma) == (c2, new)
     assert len({e for _, e in scrambled}) == len(scrambled)  # not equal up to commutativity
     assert all(any(e[j] for _, e in scrambled) for j in range(6))
 
@@ -72,22 +75,40 @@ def test_scramble_obeys_the_papers_rules(seed):
 @pytest.mark.parametrize("seed", range(4))
 def test_scrambled_polynomial_depends_on_every_input(seed):
     x = (torch.rand(200, 6, dtype=torch.float64) * 2).requires_grad_()
-    bp.evaluate_polynomial(bp.scrambled_monomials(seed), x).sum().backward()
+    poly.evaluate_polynomial(poly.scrambled_monomials(seed), x).sum().backward()
     assert (x.grad.abs().amax(dim=0) > 0).all()
 
 
 def test_scramble_is_a_function_of_its_seed():
-    assert bp.scrambled_monomials(3) == bp.scrambled_monomials(3)
-    assert bp.scrambled_monomials(3) != bp.scrambled_monomials(4)
-    assert bp.monomials_for("bell") == list(bp.B6)
-    assert bp.monomials_for("scrambled", 5) == bp.scrambled_monomials(5)
+    assert poly.scrambled_monomials(3) == poly.scrambled_monomials(3)
+    assert poly.scrambled_monomials(3) != poly.scrambled_monomials(4)
+    assert poly.monomials_for("bell") == list(poly.B6)
+    assert poly.monomials_for("scrambled", 5) == poly.scrambled_monomials(5)
 
 
 def test_steps_follow_epochs_and_evaluations_come_once_per_epoch():
     cfg = bp.Config()
-    assert cfg.steps == 30 * 100_000 // 20 == 150_000
-    assert cfg.schedule.eval_every == 5000 and cfg.schedule.lr_decay == 1.0
-    assert bp.Config(eval_every=100).schedule.eval_every == 100
+    assert cfg.steps is None and cfg.num_steps == 30 * 100_000 // 20 == 150_000
+    assert cfg.eval_period == 5000 and cfg.lr_decay == 1.0 and cfg.decay_every == 5000
+    assert bp.Config(eval_every=100).eval_period == 100
+    assert bp.Config(epochs=3, train_points=1001, batch_size=20).num_steps == 151  # ⌈3 · 1001 / 20⌉
+    # a set `steps` wins over epochs; evaluations stay once per epoch
+    short = bp.Config(steps=7, epochs=30)
+    assert short.num_steps == 7 and short.eval_period == 5000
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [("steps", 0, ">= 1"), ("eval_every", 0, ">= 1"), ("batch_size", 0, ">= 1"),
+     ("epochs", 0, ">= 1"), ("train_points", 0, ">= 1")],
+)  # fmt: skip
+def test_config_rejects_bad_budgets_by_name(field, value, rule):
+    with pytest.raises(ConfigError, match=f"`{field}` must be {rule}, but got {value}"):
+        bp.Config.from_mapping({field: value})
+
+
+def test_declares_its_metrics():
+    assert bp.Config().metrics() == {"train_mse": Metric("min"), "test_mse": Metric("min")}
 
 
 def test_data_shapes_and_targets():
@@ -98,8 +119,11 @@ def test_data_shapes_and_targets():
     x = splits["test"].x
     assert x.min() >= 0 and x.max() <= 2
     torch.testing.assert_close(
-        splits["test"].y, bp.evaluate_polynomial(bp.scrambled_monomials(2), x)
+        splits["test"].y, poly.evaluate_polynomial(poly.scrambled_monomials(2), x)
     )
+    # replica 1's data depend on its own seed only
+    alone = bp.make_data(bp.Config(**{**SMALL, "replicas": 1, "seed": cfg.seeds[1]}))
+    assert torch.equal(alone["train"].x[0], splits["train"].x[1])
 
 
 def test_model_is_the_papers_residual_net():
@@ -123,6 +147,7 @@ def test_short_run_reduces_test_mse():
     final = bp.run(SMALL, report=lambda step, m: seen.append(step))
     assert seen == [100, 200]  # once per epoch
     assert {"train_mse", "test_mse", "test_mse/r1"} <= set(final)
+    assert set(final["artifacts"]) == {"variable_sweeps"}
     assert final["test_mse/r0"] < 0.2 * initial[0].item()
     assert final["test_mse/r1"] < 0.2 * initial[1].item()
 
@@ -136,11 +161,11 @@ class Exact(torch.nn.Module):
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, x):
-        return bp.evaluate_polynomial(self.monomials, x)
+        return poly.evaluate_polynomial(self.monomials, x)
 
 
 def test_sweep_curves_vary_one_variable_at_a_time():
-    monomials = bp.scrambled_monomials(1)
+    monomials = poly.scrambled_monomials(1)
     bases = bp.sweep_bases(0, 3)
     assert bases.shape == (3, 6) and torch.equal(bases, bp.sweep_bases(0, 3))
     out = bp.sweep_curves(Exact(monomials), monomials, bases, grid_size=11)
@@ -151,7 +176,7 @@ def test_sweep_curves_vary_one_variable_at_a_time():
     i, g = 4, 7
     points = bases.clone()
     points[:, i] = out["grid"][g]
-    expected = bp.evaluate_polynomial(monomials, points).mean()
+    expected = poly.evaluate_polynomial(monomials, points).mean()
     assert out["target"][i, g].item() == pytest.approx(expected.item(), rel=1e-5)
     trained = bp.sweep_curves(bp.make_model(bp.Config(replicas=2)), monomials, bases, 11)
     assert trained["abs_error"].shape == (2, 6, 11) and (trained["abs_error"] > 0).all()

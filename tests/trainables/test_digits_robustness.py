@@ -12,6 +12,7 @@ import torch
 
 from trainables import digits_robustness as dr
 from trainables.config import ConfigError
+from trainables.data import digits
 
 SMALL = {
     "width": 64,
@@ -64,8 +65,11 @@ def test_training_beats_chance_and_robustness_is_reported_once_at_the_end():
         for name in ("fgsm_acc_0.05", "fgsm_acc_0.2", "l2_acc_1", "noise_acc_0.2"):
             assert 0 <= out[name + r] <= clean, (name, r)
         assert out["fgsm_acc_0.2" + r] < out["fgsm_acc_0.05" + r]
-    curve = out["artifacts"]["accuracy_vs_fgsm_eps"]["series"][0]
-    assert curve["x"] == [0.0, 0.05, 0.2] and curve["y"][0] == pytest.approx(out["test_acc"])
+    (curve,) = out["artifacts"]["accuracy_vs_fgsm_eps"]["series"]  # replica 0's, by its σ⁻¹
+    assert curve["label"] == "σ⁻¹=1" and curve["x"] == [0.0, 0.05, 0.2]
+    assert curve["y"] == pytest.approx(
+        [out[f"{m}/r0"] for m in ("test_acc", "fgsm_acc_0.05", "fgsm_acc_0.2")]
+    )
 
 
 def test_larger_sigma_inv_trades_clean_accuracy_for_l2_robustness():
@@ -77,15 +81,14 @@ def test_larger_sigma_inv_trades_clean_accuracy_for_l2_robustness():
 
 
 def test_relu_control_passes_weight_decay_to_the_optimizer():
+    """Two replicas of one seed, one with weight decay: only the penalty tells them apart."""
     base = {**SMALL, "activation": "relu", "normalise": False, "steps": 100, "eval_every": 100}
-    assert dr.Config.from_mapping({**base, "weight_decay": 0.1}).schedule.weight_decay == 0.1
-    loss = {}
-    for wd in (0.0, 0.05):
-        cfg = {**base, "weight_decay": wd, "fgsm_eps": [], "l2_eps": [], "noise_stds": []}
-        out = dr.run(cfg)
-        assert out["test_acc"] > 0.5
-        loss[wd] = out["train_loss"]
-    assert loss[0.05] > loss[0.0]  # the penalty holds the fit back
+    cfg = {**base, "seed": [0, 0], "weight_decay": [0.0, 0.05], "fgsm_eps": [], "l2_eps": []}
+    out = dr.run({**cfg, "noise_stds": [0.2]})
+    assert out["test_acc/r0"] > 0.5 and out["test_acc/r1"] > 0.5
+    assert out["train_loss/r1"] > out["train_loss/r0"]  # the penalty holds the fit back
+    (curve,) = out["artifacts"]["accuracy_vs_noise"]["series"]
+    assert curve["label"] == "wd=0"  # replica 0's smoothness, here its weight decay
 
 
 @pytest.mark.parametrize(
@@ -94,6 +97,9 @@ def test_relu_control_passes_weight_decay_to_the_optimizer():
         ({"l2_eps": [0.5, -1.0]}, "`l2_eps` must be a list of values >= 0"),
         ({"fgsm_eps": [-0.1]}, "`fgsm_eps` must be a list of values >= 0"),
         ({"noise_stds": [0.1, 0.1]}, "`noise_stds` must be a list of distinct values"),
+        ({"bim_eps": [0.1, -0.1]}, "`bim_eps` must be a list of values >= 0"),
+        ({"bim_steps": 0}, "`bim_steps` must be >= 1"),
+        ({"l2_steps": 0}, "`l2_steps` must be >= 1"),
         ({"weight_decay": -1.0}, "`weight_decay` must be >= 0"),
         ({"batch_size": -2}, "`batch_size` must be >= 0"),
         ({"test_points": 1797}, "`test_points` must be in \\[1, 1796\\]"),
@@ -121,7 +127,7 @@ def test_idx_round_trip(tmp_path, code, dtype, suffix):
     array = (np.arange(2 * 3 * 4) * 7 % 256).reshape(2, 3, 4).astype(dtype)
     path = tmp_path / f"a-idx3-ubyte{suffix}"
     write_idx(path, array, code)
-    back = dr.read_idx(path)
+    back = digits.read_idx(path)
     assert back.dtype == dtype and back.shape == (2, 3, 4)
     np.testing.assert_array_equal(back, array)
 
@@ -129,11 +135,11 @@ def test_idx_round_trip(tmp_path, code, dtype, suffix):
 def test_idx_rejects_bad_magic_and_truncated_files(tmp_path):
     (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01" + b"\x00" * 8)
     with pytest.raises(ValueError, match="not an IDX file"):
-        dr.read_idx(tmp_path / "bad")
+        digits.read_idx(tmp_path / "bad")
     write_idx(tmp_path / "ok", np.zeros((4, 2), np.uint8))
     (tmp_path / "short").write_bytes((tmp_path / "ok").read_bytes()[:-1])
     with pytest.raises(ValueError, match="19 bytes, but shape \\(4, 2\\) needs 20"):
-        dr.read_idx(tmp_path / "short")
+        digits.read_idx(tmp_path / "short")
 
 
 def fake_mnist(folder, n_train: int = 60, n_test: int = 20) -> None:
@@ -155,6 +161,8 @@ def test_mnist_from_idx_files_trains_end_to_end(tmp_path):
     splits = dr.make_data(cfg, images)
     assert splits["train"].x.shape == (2, 60, 36)
     assert torch.equal(splits["test"].y[0], splits["test"].y[1])
+    moved = splits["train"].to("cpu")  # one copy for every replica, wherever it goes
+    assert moved.x.stride(0) == 0 and moved.y.stride(0) == 0 and torch.equal(moved.x[1], images.x)
     out = dr.run({**SMALL, "mnist_dir": str(tmp_path), "batch_size": 16, "steps": 200})
     assert out["test_acc"] > 0.9 and "l2_acc_1" in out
     with pytest.raises(FileNotFoundError, match="no t10k-labels-idx1-ubyte"):

@@ -8,18 +8,19 @@ import torch
 
 from trainables import energy_landscape as el
 from trainables.config import ConfigError
+from trainables.data import sawtooth as data
 from trainables.nn import ReplicaMLP, replica_generators
 
 
 def xs() -> torch.Tensor:
-    return el.inputs()[:, None]
+    return data.inputs()[:, None]
 
 
 def f(x: torch.Tensor) -> torch.Tensor:
     """f from numpy alone: a triangle wave of 16 teeth plus np.interp of the spline's knots."""
     x = x.numpy()
-    saw = el.SAW_AMPLITUDE * (1 - np.abs(1 - 2 * np.mod(16 * x, 1.0)))
-    return torch.from_numpy(saw + np.interp(x, el.SPLINE_KNOTS, el.SPLINE_VALUES))
+    saw = data.SAW_AMPLITUDE * (1 - np.abs(1 - 2 * np.mod(16 * x, 1.0)))
+    return torch.from_numpy(saw + np.interp(x, data.SPLINE_KNOTS, data.SPLINE_VALUES))
 
 
 def random_network(replicas: int, seed: int, scale: float = 1.0) -> el.Params:
@@ -46,13 +47,16 @@ def test_target_network_is_sawtooth_plus_spline_at_every_data_point():
     x = xs()
     out = el.network_output(wf, x)
     assert (out - f(x)).pow(2).mean().item() < 1e-28
+    # the data module's closed forms are what W_f computes
+    torch.testing.assert_close(out, data.sawtooth(x) + data.spline(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(data.target(x), data.sawtooth(x) + data.spline(x), rtol=0, atol=0)
     # the left two columns alone give the sawtooth, the right three the spline
     left = [(w.clone(), b.clone()) for w, b in wf]
     right = [(w.clone(), b.clone()) for w, b in wf]
     left[-1][0][2:], left[-1][1][:], right[-1][0][:2] = 0.0, 0.0, 0.0
     saw = el.network_output(left, x)
-    torch.testing.assert_close(saw, el.sawtooth(x), rtol=0, atol=1e-12)
-    torch.testing.assert_close(el.network_output(right, x), el.spline(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(saw, data.sawtooth(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(el.network_output(right, x), data.spline(x), rtol=0, atol=1e-12)
     # high frequency: 16 teeth; low frequency: one period
     peaks = (saw[1:-1] > saw[:-2]) & (saw[1:-1] > saw[2:])
     assert peaks.sum().item() == 16
@@ -62,14 +66,18 @@ def test_target_network_is_sawtooth_plus_spline_at_every_data_point():
 
 
 def test_data_is_the_knots_and_nine_points_between_each_pair():
-    kn = el.knots()
-    assert len(kn) == 33 and set(el.SPLINE_KNOTS) <= set(kn.tolist())
-    x = el.inputs()
+    kn = data.knots()
+    assert len(kn) == 33 and set(data.SPLINE_KNOTS) <= set(kn.tolist())
+    x = data.inputs()
     assert len(x) == len(kn) + 9 * (len(kn) - 1) == 321
     assert set(kn.tolist()) <= set(x.tolist()) and (torch.diff(x) > 0).all()
     split = el.make_data(el.Config(replicas=3))["train"]
     assert split.x.shape == split.y.shape == (3, 321, 1)
     torch.testing.assert_close(split.y[2].double(), f(x[:, None]), rtol=0, atol=1e-6)
+    # ... and W_f's output at those points, as the paper fits the network's output
+    wf = el.network_output(el.target_network(), x[:, None])
+    torch.testing.assert_close(split.y[0].double(), wf, rtol=0, atol=1e-6)
+    assert data.sawtooth_splits(3)["train"].x.equal(split.x)
 
 
 @pytest.mark.parametrize("which", ["wf", "random", "large"])
@@ -124,15 +132,16 @@ def test_the_global_minimum_is_a_narrow_valley():
     assert top.item() > 2 * (1 + 0.9) / 1e-2  # lr 1e-2 is unstable at the global minimum
 
 
-def test_basin_start_is_wf_plus_noise_of_the_given_norm():
+def test_basin_start_is_wf_plus_noise_of_each_replicas_norm():
     wf = el.flatten(el.desymmetrise(el.target_network()))
-    model = el.make_model(el.Config(mode="basin", jitter=1.5, replicas=3))
+    model = el.make_model(el.Config(mode="basin", jitter=(0.5, 1.5, 2.0), replicas=3))
     start = el.flatten([(w.detach().double(), b.detach().double()) for w, b in
                         el.model_params(model)])  # fmt: skip
     noise = start - wf
-    torch.testing.assert_close(noise.norm(dim=-1), torch.full((3,), 1.5, dtype=torch.float64),
-                               rtol=1e-5, atol=0)  # fmt: skip
-    assert (noise[0] - noise[1]).norm() > 1.0  # each replica its own direction
+    norms = torch.tensor([0.5, 1.5, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(noise.norm(dim=-1), norms, rtol=1e-5, atol=0)
+    directions = noise / noise.norm(dim=-1, keepdim=True)
+    assert (directions[0] - directions[1]).norm() > 1.0  # each replica its own direction
     alone = el.make_model(el.Config(mode="basin", jitter=1.5, replicas=1, seed=1))
     torch.testing.assert_close(alone.layers[2].weight[0], model.layers[2].weight[1])
 
@@ -147,23 +156,31 @@ def test_basin_without_jitter_stays_at_the_global_minimum():
 def test_fit_metrics_tell_the_sawtooth_from_a_spline_only_fit():
     x = xs().expand(2, -1, -1)
     y = f(x[0]).expand(2, -1, -1)
-    pred = torch.stack([el.network_output(el.target_network(), x[0]), el.spline(x[0])])
+    pred = torch.stack([el.network_output(el.target_network(), x[0]), data.spline(x[0])])
     m = el.fit_metrics(pred, x, y, found_mse=1e-3)
     assert m["found_high_freq"].tolist() == [1.0, 0.0]
     assert m["sawtooth_corr"][0].item() == pytest.approx(1.0, abs=1e-9)
     assert abs(m["sawtooth_corr"][1].item()) < 1e-6
     # a spline-only fit leaves the sawtooth's second moment (amplitude² / 3) as its error
-    assert m["train_mse"][1].item() == pytest.approx(el.SAW_AMPLITUDE**2 / 3, rel=0.05)
+    assert m["train_mse"][1].item() == pytest.approx(data.SAW_AMPLITUDE**2 / 3, rel=0.05)
 
 
 def test_restarts_run_reports_distances_and_other_shapes_skip_them():
     out = el.run({"replicas": 3, "steps": 40, "eval_every": 20, "optimizer": "adadelta",
                   "lr": 1.0})  # fmt: skip
     assert out["diverged"] == 0.0 and out["found_high_freq"] == 0.0
-    assert out["best_train_mse"] == pytest.approx(min(out[f"train_mse/r{r}"] for r in range(3)))
+    # per-replica values only: the service takes the best restart from train_mse/rK
+    assert "best_train_mse" not in out
+    per_replica = [out[f"train_mse/r{r}"] for r in range(3)]
+    assert out["train_mse"] == pytest.approx(sum(per_replica) / 3)
+    assert len(set(per_replica)) == 3  # each restart its own fit
     assert 5.0 < out["init_dist_wf"] < 30.0 and "dist_wf/r2" in out
     wide = el.run({"replicas": 2, "steps": 20, "eval_every": 20, "width": 8, "depth": 3})
     assert "dist_wf" not in wide and wide["train_mse"] > 0
+    declared = {"train_mse", "found_high_freq", "sawtooth_corr"}
+    assert set(el.Config(width=8, depth=3).metrics()) == declared
+    assert {k for k in wide if "/" not in k and k != "diverged"} == declared
+    assert set(el.Config().metrics()) == declared | {"dist_wf", "desym_norm", "init_dist_wf"}
 
 
 def test_a_diverging_restart_ends_the_trial_with_a_reason():

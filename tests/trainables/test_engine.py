@@ -1,4 +1,7 @@
-"""The shared loop: replicas equal solo runs, the decay schedule, divergence, early stop."""
+"""The shared run path: reporting cadence, divergence, early stop, batch sources, probes.
+
+That replicas equal solo runs, for every experiment, is tests/trainables/test_registry.py's job.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ import math
 import pytest
 import torch
 
-from trainables import engine, sinusoid, spiral
+from trainables import engine, sinusoid
+from trainables.data import Split
+from trainables.report import summarise
 
 
 def small(**kw):
@@ -20,22 +25,6 @@ def small(**kw):
         "ood_points": 50,
         **kw,
     }
-
-
-@pytest.mark.parametrize(
-    "module,extra", [(sinusoid, {}), (spiral, {"train_points": 40, "test_points": 40})]
-)
-def test_replicas_train_exactly_like_solo_runs(module, extra):
-    cfg = {**small(), **extra}
-    if module is spiral:
-        cfg = {k: v for k, v in cfg.items() if k != "ood_points"}
-    together = module.run({**cfg, "seed": 3, "replicas": 3})
-    for r in range(3):
-        alone = module.run({**cfg, "seed": 3 + r, "replicas": 1})
-        for key, value in alone.items():
-            if key.endswith("/r0"):
-                base = key[: -len("/r0")]
-                assert together[f"{base}/r{r}"] == pytest.approx(value, rel=1e-5, abs=1e-5), key
 
 
 def test_reporter_sees_every_evaluation_and_can_stop():
@@ -69,31 +58,18 @@ def test_huge_lr_diverges_with_a_reason_and_no_exception():
     assert reports[-1] == out
 
 
-def test_lr_decays_by_factor_every_period():
-    model = torch.nn.Linear(1, 1)
-    sched = engine.Schedule(steps=1, lr=1.0, lr_decay=0.5, decay_every=10)
-    opt = engine.make_optimizer(model.parameters(), sched)
-    decay = torch.optim.lr_scheduler.StepLR(opt, sched.decay_every, sched.lr_decay)
-    lrs = []
-    for _ in range(30):
-        opt.step()
-        decay.step()
-        lrs.append(opt.param_groups[0]["lr"])
-    assert lrs[8] == 1.0 and lrs[9] == 0.5 and lrs[19] == 0.25
-
-
 def test_summarise_mean_and_replicas():
-    out = engine.summarise({"m": torch.tensor([1.0, 2.0, 6.0])})
+    out = summarise({"m": torch.tensor([1.0, 2.0, 6.0])})
     assert out == {"m": 3.0, "m/r0": 1.0, "m/r1": 2.0, "m/r2": 6.0}
 
 
 def test_minibatches_are_per_replica_and_reproducible():
-    from trainables.data import Split
-
     split = Split(torch.arange(20.0).view(1, 20, 1).repeat(2, 1, 1), torch.zeros(2, 20, 1))
-    a = engine.minibatches(split, 5, [0, 1])(1)[0]
-    b = engine.minibatches(split, 5, [0, 1])(1)[0]
-    solo = engine.minibatches(Split(split.x[1:], split.y[1:]), 5, [1])(1)[0]
+    source, cpu = engine.Minibatches(5), torch.device("cpu")
+    a = engine.batch_source(source, {"train": split}, [0, 1], cpu)(1)[0]
+    b = engine.batch_source(source, {"train": split}, [0, 1], cpu)(1)[0]
+    solo_data = {"train": Split(split.x[1:], split.y[1:])}
+    solo = engine.batch_source(source, solo_data, [1], cpu)(1)[0]
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(a[1:], solo)
     assert not torch.equal(a[0], a[1])
@@ -111,7 +87,6 @@ def test_cross_entropy_matches_torch_per_replica():
 
 
 def test_grad_probe_sees_the_gradients_of_evaluation_steps():
-    from trainables.data import Split
     from trainables.nn import ReplicaMLP, replica_generators
 
     model = ReplicaMLP([1, 4, 1], replica_generators([0, 1], "init"), activation="relu")
@@ -123,17 +98,58 @@ def test_grad_probe_sees_the_gradients_of_evaluation_steps():
         seen.append(grads.clone())
         return {"grad_norm": grads.flatten(1).norm(dim=1)}
 
-    sched = engine.Schedule(steps=4, lr=0.1, eval_every=2)
+    cfg = engine.TrainingConfig(replicas=2, steps=4, lr=0.1, eval_every=2)
+    task = engine.Task(model, {"train": split}, engine.mse, lambda m, d: {}, grad_probe=probe)
     reports = []
-    engine.train(model, engine.full_batch(split), engine.mse, lambda m: {}, sched,
-                 lambda s, m: reports.append(m), grad_probe=probe)  # fmt: skip
+    engine.run(cfg, task, lambda s, m: reports.append(m))
     assert len(seen) == 2  # steps 2 and 4 only
     assert reports[0]["grad_norm/r1"] == pytest.approx(seen[0][1].norm().item())
 
 
 def test_many_replicas_are_summarised_not_listed():
     values = torch.arange(40.0)
-    out = engine.summarise({"m": values})
+    out = summarise({"m": values})
     assert out["m"] == pytest.approx(19.5) and out["m/min"] == 0.0 and out["m/max"] == 39.0
     assert out["m/std"] == pytest.approx(values.std().item())
     assert not any("/r" in k for k in out)
+
+
+def test_fresh_samples_are_drawn_per_replica_and_labelled_on_the_device():
+    source = engine.FreshSamples(lambda g, n: torch.rand(n, 2, generator=g), 4, lambda x: x.sum(-1))
+    draw = engine.batch_source(source, {}, [0, 1], torch.device("cpu"))
+    x1, y1 = draw(1)
+    x2, _ = draw(2)
+    solo_x, _ = engine.batch_source(source, {}, [1], torch.device("cpu"))(1)
+    assert x1.shape == (2, 4, 2) and not torch.equal(x1, x2)
+    torch.testing.assert_close(y1, x1.sum(-1))
+    torch.testing.assert_close(x1[1:], solo_x)
+
+
+def test_artifacts_receive_the_final_per_replica_metrics():
+    seen = {}
+
+    def plot(model, data, final):
+        seen.update(final)
+        return {"p": {"kind": "curves", "series": []}}
+
+    cfg = sinusoid.Config.from_mapping({**small(), "replicas": 2})
+    task = engine.Task(sinusoid.make_model(cfg), sinusoid.make_data(cfg), engine.mse,
+                       sinusoid.evaluate, artifacts=plot)  # fmt: skip
+    out = engine.run(cfg, task)
+    assert out["artifacts"] == {"p": {"kind": "curves", "series": []}}
+    assert seen["test_mse"].tolist() == [out["test_mse/r0"], out["test_mse/r1"]]
+
+
+def test_momentum_is_refused_by_name_for_optimizers_without_it():
+    from trainables.config import ConfigError
+
+    with pytest.raises(ConfigError, match="`momentum` must be unset with optimizer adam"):
+        engine.TrainingConfig(momentum=0.5)
+    assert engine.TrainingConfig(optimizer="sgd", momentum=0.5).sgd_momentum == 0.5
+
+
+def test_points_every_replica_shares_move_as_one_copy():
+    shared = Split(torch.randn(50, 3).expand(4, -1, -1), torch.zeros(50).expand(4, -1))
+    moved = shared.to("cpu")
+    assert moved.x.stride(0) == 0 and moved.y.stride(0) == 0
+    torch.testing.assert_close(moved.x, shared.x)

@@ -7,6 +7,8 @@ import torch
 
 from trainables import engine
 from trainables import teacher_student as ts
+from trainables.data import Split
+from trainables.report import REPORT_KEYS, Metric
 
 SMALL = {"replicas": 2, "test_points": 2000, "steps": 300, "eval_every": 150, "lr": 1e-2}
 
@@ -31,14 +33,13 @@ def test_teacher_is_frozen_standard_normal_and_per_replica():
 
 def test_teacher_is_unchanged_by_training():
     cfg = ts.Config(**{**SMALL, "steps": 20})
-    teacher = ts.make_teacher(cfg.seeds)
+    task = ts.make_task(cfg)
+    teacher = task.batches.label.teacher
     before = teacher_params(teacher).clone()
-    batches = ts.TeacherBatches(teacher, cfg.batch_size, cfg.seeds)
-    student = ts.make_student(cfg)
-    start = teacher_params(student).clone()
-    engine.train(student, batches, engine.mse, lambda m: {}, cfg.schedule)
+    start = teacher_params(task.model).clone()
+    engine.run(cfg, task, device="cpu")
     assert torch.equal(teacher_params(teacher), before)
-    assert not torch.equal(teacher_params(student), start)  # while the student did move
+    assert not torch.equal(teacher_params(task.model), start)  # while the student did move
 
 
 def test_student_sizes_and_exact_matches_teacher_parameter_count():
@@ -53,19 +54,48 @@ def test_student_sizes_and_exact_matches_teacher_parameter_count():
     assert [layer.n_out for layer in over.layers] == [200, 200, 200, 100, 1]
 
 
+def draws(cfg):
+    """The task's batch source on the CPU, as the engine draws it."""
+    task = ts.make_task(cfg)
+    return task, engine.batch_source(task.batches, task.data, cfg.seeds, torch.device("cpu"))
+
+
 def test_batches_are_fresh_every_step_and_labelled_by_the_teacher():
-    teacher = ts.make_teacher([0, 1])
-    batches = ts.TeacherBatches(teacher, 128, [0, 1])
-    x1, y1 = batches(1)
-    x2, y2 = batches(2)
+    cfg = ts.Config(replicas=2, test_points=100)
+    task, draw = draws(cfg)
+    teacher = task.batches.label.teacher
+    assert isinstance(task.batches, engine.FreshSamples) and task.batches.size == 128
+    x1, y1 = draw(1)
+    x2, y2 = draw(2)
     assert x1.shape == (2, 128, 100) and y1.shape == (2, 128, 1)
     assert x1.min() >= 0 and x1.max() <= 2 and x1.mean().item() == pytest.approx(1.0, abs=0.02)
     assert not torch.equal(x1, x2) and not torch.equal(x1[0], x1[1])
     torch.testing.assert_close(y2, teacher(x2))
-    assert batches.last is not None and torch.equal(batches.last[0], x2)
-    # same seeds, same stream of batches
-    again = ts.TeacherBatches(teacher, 128, [0, 1])
-    assert torch.equal(again(1)[0], x1)
+    # same seeds, same stream of batches; replica 1's batches depend on its own seed only
+    assert torch.equal(draws(cfg)[1](1)[0], x1)
+    alone = ts.Config(replicas=1, seed=cfg.seeds[1], test_points=100)
+    assert torch.equal(draws(alone)[1](1)[0][0], x1[1])
+
+
+def test_standardised_batches_share_the_test_sets_scaling():
+    cfg = ts.Config(replicas=2, test_points=3000, normalise_targets=True)
+    task, draw = draws(cfg)
+    teacher, test = task.batches.label.teacher, task.data["test"]
+    shift, scale = ts.target_scaling(teacher(test.x), True)
+    torch.testing.assert_close(test.y, (teacher(test.x) - shift) / scale)
+    x, y = draw(1)
+    torch.testing.assert_close(y, (teacher(x) - shift) / scale)
+
+
+def test_train_mse_is_measured_on_the_steps_batch():
+    cfg = ts.Config(replicas=2, test_points=100)
+    task, draw = draws(cfg)
+    x, y = draw(1)
+    measured = task.evaluate(task.model, {**task.data, engine.LAST_BATCH: Split(x, y)})
+    torch.testing.assert_close(measured["train_mse"], engine.mse(task.model(x), y))
+    other = task.evaluate(task.model, {**task.data, engine.LAST_BATCH: Split(*draw(2))})
+    assert not torch.equal(other["train_mse"], measured["train_mse"])
+    assert torch.equal(other["test_mse"], measured["test_mse"])
 
 
 def test_test_set_is_labelled_by_the_teacher_and_targets_can_be_standardised():
@@ -107,3 +137,15 @@ def test_short_run_reduces_test_mse_and_reports_the_metrics():
     )
     assert final["test_mse/r0"] < 0.5 * initial[0].item()
     assert final["test_mse/r1"] < 0.5 * initial[1].item()
+
+
+@pytest.mark.parametrize("student", sorted(ts.STUDENT_HIDDEN))
+def test_reports_exactly_the_declared_metrics(student):
+    config = {"student": student, "steps": 2, "eval_every": 1, "test_points": 100}
+    declared = ts.Config.from_mapping(config).metrics()
+    final = ts.run(config)
+    assert {k for k in final if "/" not in k} - set(REPORT_KEYS) == set(declared)
+    assert set(final["artifacts"]) == {"weight_histogram", "bias_histogram"}
+    per_layer = {f"w1_{k}_l{i}" for i in range(4) for k in ("weight", "bias")}
+    assert (per_layer <= set(declared)) == (student == "exact")
+    assert declared["test_mse"] == Metric("min") and declared["w1_all"] == Metric(None)

@@ -6,7 +6,7 @@ Ray "resolves" 127.0.0.1 to the host's outward address wherever a process names 
 hosts, but it makes a one-host cluster listen on the network. Ray's own processes (dashboard,
 agents, workers, job drivers) inherit the PYTHONPATH, so switching that one resolution off here
 reaches all of them; a process that missed it would dial an address nothing listens on, so it must
-reach all of them. `service.sweep.keep_loopback` does the same for the embedded default. (Being
+reach all of them. `service.session.keep_loopback` does the same for the embedded default. (Being
 first on the path, it stands in for any other sitecustomize in these processes.)
 """
 

@@ -1,4 +1,4 @@
-"""Per experiment: config strictness, data, and the property its paper states."""
+"""Spiral (paper 004): data geometry, weight statistics, robustness."""
 
 from __future__ import annotations
 
@@ -8,78 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-import trainables
-from trainables import data, gp, sinusoid, spiral
-from trainables.config import ConfigError
-
-
-@pytest.mark.parametrize("name", sorted(trainables.REGISTRY))
-def test_config_rejects_unknown_keys_and_bad_types(name):
-    config = trainables.load(name).Config
-    with pytest.raises(ConfigError, match="unknown config key"):
-        config.from_mapping({"widht": 3})
-    with pytest.raises(ConfigError, match="`replicas` must be an integer"):
-        config.from_mapping({"replicas": "four"})
-    with pytest.raises(ConfigError, match="`replicas` must be >= 1, but got 0"):
-        config.from_mapping({"replicas": 0})
-
-
-def test_unknown_experiment_names_the_known_ones():
-    with pytest.raises(KeyError, match="known: \\[.*'sinusoid'.*\\]"):
-        trainables.load("sinus")
-
-
-def test_sinusoid_data_regions_and_noise():
-    g = torch.Generator().manual_seed(0)
-    x, y = data.sinusoid(g, 20000, noise_std=0.25)
-    assert x.min() >= -2 * math.pi and x.max() <= 2 * math.pi
-    assert (y - torch.sin(x)).std().item() == pytest.approx(0.25, rel=0.03)
-    xo, _ = data.sinusoid(g, 20000, noise_std=0.0, high=3 * math.pi, gap=2 * math.pi)
-    assert (xo.abs() >= 2 * math.pi).all() and (xo.abs() <= 3 * math.pi).all()
-    assert (xo < 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
-
-
-def test_gp_and_sinusoid_see_the_same_points_for_a_seed():
-    nn_data = sinusoid.make_data(sinusoid.Config(seed=4, replicas=2, train_points=30))
-    gp_data = gp.make_data(gp.Config(seed=4, replicas=2, train_points=30))
-    np.testing.assert_allclose(gp_data["train"][0], nn_data["train"].x.double().numpy())
-
-
-def test_gp_fixed_length_scale_equals_closed_form_posterior_mean():
-    cfg = gp.Config(length_scale=0.7, replicas=1, train_points=25, test_points=10, ood_points=10)
-    (x, y), (xt, _) = gp.make_data(cfg)["train"], gp.make_data(cfg)["test"]
-    x, y, xt = x[0], y[0].ravel(), xt[0]
-    model = gp.fit_one(cfg, x, y[:, None])
-
-    def k(a, b):
-        return np.exp(-0.5 * (a - b.T) ** 2 / 0.7**2)
-
-    mean = k(xt, x) @ np.linalg.solve(k(x, x) + cfg.noise_variance * np.eye(len(x)), y)
-    np.testing.assert_allclose(model.predict(xt), mean, rtol=1e-6, atol=1e-8)
-
-
-def test_gp_metrics_and_interior_optimum_in_length_scale():
-    mse = {ls: gp.run({"length_scale": ls, "replicas": 2})["test_mse"] for ls in (0.05, 1.0, 20.0)}
-    assert mse[1.0] < mse[0.05] and mse[1.0] < mse[20.0]
-
-
-def test_sinusoid_has_interior_sigma_inv_optimum():
-    """Paper 000 Fig. 3 bottom, at a CI-sized budget: σ⁻¹ = 1 beats both extremes."""
-    base = {
-        "width": 256,
-        "steps": 600,
-        "eval_every": 600,
-        "lr": 5e-3,
-        "replicas": 2,
-        "test_points": 500,
-    }
-    mse = {s: sinusoid.run({**base, "sigma_inv": s})["test_mse"] for s in (0.05, 1.0, 20.0)}
-    assert mse[1.0] < mse[0.05] and mse[1.0] < mse[20.0], mse
+from trainables import spiral
+from trainables.data.spiral import spiral as draw_spiral
+from trainables.data.spiral import spiral_embedding
 
 
 def test_spiral_is_balanced_and_arms_are_distance_apart():
     g = torch.Generator().manual_seed(0)
-    x, label = data.spiral(g, 4000, entanglement=4 * math.pi, distance=1.0)
+    x, label = draw_spiral(g, 4000, entanglement=4 * math.pi, distance=1.0)
     assert label.float().mean().item() == 0.5
     # along any direction the two spirals alternate every π·b = distance
     r = x.norm(dim=1)
@@ -92,7 +28,7 @@ def test_spiral_is_balanced_and_arms_are_distance_apart():
 
 
 def test_spiral_codimension_embedding_is_an_isometry():
-    emb = data.spiral_embedding(3)
+    emb = spiral_embedding(3)
     torch.testing.assert_close(emb @ emb.T, torch.eye(2), atol=1e-6, rtol=0)
     cfg = spiral.Config(codimension=3, train_points=20, test_points=20)
     assert spiral.make_data(cfg)["train"].x.shape == (1, 20, 5)
@@ -129,7 +65,7 @@ def test_higher_entanglement_means_more_turns_at_fixed_distance():
     g = torch.Generator().manual_seed(0)
     turns = []
     for entanglement in (2 * math.pi, 4 * math.pi, 8 * math.pi):
-        x, label = data.spiral(g, 4000, entanglement=entanglement, distance=1.0)
+        x, label = draw_spiral(g, 4000, entanglement=entanglement, distance=1.0)
         angle = torch.atan2(x[label == 0, 1], x[label == 0, 0])
         r = x[label == 0].norm(dim=1)
         # unwrap the angle along increasing radius: total winding of arm 0
@@ -152,3 +88,10 @@ def test_spiral_reports_weight_statistics_gradient_sparsity_and_robustness():
         assert 0.0 <= out[name] <= out["test_acc"] + 1e-12
     assert out["bim_acc_0.2"] <= out["fgsm_acc_0.2"] + 0.05  # iterating rarely helps the defender
     assert 0.0 <= out["zero_grad_l1"] <= 1.0
+    plots = out["artifacts"]
+    assert plots["decision_boundary"]["kind"] == "surface" and "accuracy_vs_l2_eps" not in plots
+    (curve,) = plots["accuracy_vs_bim_eps"]["series"]  # replica 0's, labelled by its weight decay
+    assert curve["label"] == "wd=0" and curve["x"] == [0.0, 0.05, 0.1, 0.2]
+    assert curve["y"] == pytest.approx(
+        [out["test_acc/r0"]] + [out[f"bim_acc_{e}/r0"] for e in (0.05, 0.1, 0.2)]
+    )

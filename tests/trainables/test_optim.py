@@ -1,0 +1,65 @@
+"""The replica optimizer is torch's Adam / SGD / Adadelta, with a learning rate per replica."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainables.optim import ReplicaOptimizer
+
+KINDS = {
+    "adam": lambda p, lr, wd, m: torch.optim.Adam(p, lr=lr, weight_decay=wd),
+    "sgd": lambda p, lr, wd, m: torch.optim.SGD(p, lr=lr, momentum=m, weight_decay=wd),
+    "adadelta": lambda p, lr, wd, m: torch.optim.Adadelta(p, lr=lr, weight_decay=wd),
+}
+
+
+def quadratic_grads(params, step):
+    """A loss whose gradients change with the parameters and the step: g = p³ - step·p."""
+    return [p.detach() ** 3 - 0.1 * step * p.detach() + 0.05 for p in params]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_each_replica_takes_torchs_step_with_its_own_lr_and_weight_decay(kind):
+    torch.manual_seed(0)
+    lrs, wds, momentum = [1e-2, 3e-2, 5e-3], [0.0, 1e-2, 0.1], 0.9 if kind == "sgd" else 0.0
+    start = [torch.randn(3, 4, 5), torch.randn(3, 5)]
+    ours = [p.clone().requires_grad_() for p in start]
+    opt = ReplicaOptimizer(ours, kind=kind, lr=lrs, weight_decay=wds, momentum=momentum,
+                           lr_decay=0.5, decay_every=3)  # fmt: skip
+    solos = []
+    for r in range(3):
+        params = [p[r].clone().requires_grad_() for p in start]
+        solo = KINDS[kind](params, lrs[r], wds[r], momentum)
+        solos.append((params, solo, torch.optim.lr_scheduler.StepLR(solo, 3, 0.5)))
+    for step in range(10):
+        for p, g in zip(ours, quadratic_grads(ours, step)):
+            p.grad = g
+        opt.step()
+        for params, solo, decay in solos:
+            for p, g in zip(params, quadratic_grads(params, step)):
+                p.grad = g
+            solo.step()
+            decay.step()
+    for r, (params, _, _) in enumerate(solos):
+        for got, want in zip(ours, params):
+            torch.testing.assert_close(got[r].detach(), want.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_lr_decays_by_the_factor_every_period():
+    p = torch.zeros(2, 1, requires_grad=True)
+    opt = ReplicaOptimizer([p], kind="sgd", lr=[1.0, 2.0], weight_decay=[0, 0], lr_decay=0.5,
+                           decay_every=10)  # fmt: skip
+    lrs = []
+    for _ in range(30):
+        lrs.append(opt.current_lr().tolist())
+        p.grad = torch.zeros_like(p)
+        opt.step()
+    assert lrs[9] == [1.0, 2.0] and lrs[10] == [0.5, 1.0] and lrs[20] == [0.25, 0.5]
+
+
+def test_parameters_without_a_replica_dimension_are_refused():
+    refusal = r"\[R, \.\.\.\] with R = 2 replicas, but got shape \(3, 4\)"
+    with pytest.raises(ValueError, match=refusal):
+        ReplicaOptimizer([torch.zeros(3, 4, requires_grad=True)], kind="adam", lr=[1, 1],
+                         weight_decay=[0, 0])  # fmt: skip

@@ -1,0 +1,202 @@
+"""The regression data sets of paper 000: the sinusoid (§3.3) and the arithmetic tasks (§3.1-A.2.5).
+
+Each comes with its data fields (`SinusoidData`, `ArithmeticData`): the network experiments and the
+`gp` experiment build their Configs from them, so that a GP and a network with the same seed and
+point counts see exactly the same points, and the two curves (error vs λ, error vs σ⁻¹) compare.
+
+Arithmetic evaluation: o.o.d. and region errors are means over a regular grid of `grid_size`²
+points on [-1.5, 1.5]² (Table 1's square), the same for every replica: ood is the grid outside the
+unit disc; on the annulus also hole (r < 0.5: outside the data, inside its convex hull), ring
+(0.5 ≤ r ≤ 1) and outside (1 < r ≤ 1.5). Region tests use r², so boundaries are exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from trainables.config import ExperimentConfig, require
+from trainables.data import Sampler, Split, stack
+from trainables.nn import replica_generators
+
+Operation = Literal["add", "multiply"]
+Domain = Literal["disc", "annulus", "normal"]
+EXTENT = 1.5  # the evaluation square [-1.5, 1.5]² of Table 1 and Fig. 1
+ERROR_FLOOR = 1e-30  # log10 of a squared error is floored here, so an exact fit stays finite
+
+
+# --- sinusoid (paper 000 §3.3) --------------------------------------------------------------------
+
+
+def sinusoid(
+    gen: torch.Generator,
+    n: int,
+    *,
+    noise_std: float = 0.25,
+    low: float = -2 * math.pi,
+    high: float = 2 * math.pi,
+    gap: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """y = sin(x) + ε, ε ~ N(0, noise_std²), x uniform on [low, -gap] ∪ [gap, high].
+
+    The paper writes ε ~ N(0, 0.25); its code reads 0.25 as the std, hence the default. `gap` > 0
+    gives the o.o.d. set: [-3π, -2π] ∪ [2π, 3π] is low=-3π, high=3π, gap=2π.
+    """
+    half = high - gap  # length of each side; the two sides are symmetric when low == -high
+    u = torch.rand(n, 1, generator=gen)
+    if gap > 0:
+        side = torch.where(torch.rand(n, 1, generator=gen) < 0.5, -1.0, 1.0)
+        x = side * (gap + u * half)
+    else:
+        x = low + u * (high - low)
+    y = torch.sin(x) + noise_std * torch.randn(n, 1, generator=gen)
+    return x, y
+
+
+def sinusoid_sampler(noise_std: float, region: str) -> Sampler:
+    """A sampler for the train/test region ([-2π, 2π]) or the o.o.d. region (2π < |x| ≤ 3π)."""
+    if region == "ood":
+        return lambda g, n: sinusoid(g, n, noise_std=noise_std, high=3 * math.pi, gap=2 * math.pi)
+    return lambda g, n: sinusoid(g, n, noise_std=noise_std)
+
+
+@dataclass(frozen=True)
+class SinusoidData(ExperimentConfig):
+    """The sinusoid data set; the `sinusoid` and `gp` experiments share it."""
+
+    train_points: int = 100
+    """training points per replica"""
+    test_points: int = 2000
+    """test points per replica, from the training region"""
+    ood_points: int = 2000
+    """o.o.d. points per replica, from 2π < |x| ≤ 3π"""
+    noise_std: float = 0.25
+    """std of the Gaussian label noise ε (the paper's N(0, 0.25), read as a std by its code)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("train_points", "test_points", "ood_points"):
+            require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        require(self.noise_std >= 0, "noise_std", ">= 0", self.noise_std)
+
+
+def sinusoid_splits(cfg: SinusoidData) -> dict[str, Split]:
+    """Train, test and o.o.d. splits, [R, N, 1] each; replica r's data depends only on its seed."""
+    gens = replica_generators(cfg.seeds, "data")
+    region = sinusoid_sampler(cfg.noise_std, "in")
+    return {
+        "train": stack(region, gens, cfg.train_points),
+        "test": stack(region, gens, cfg.test_points),
+        "ood": stack(sinusoid_sampler(cfg.noise_std, "ood"), gens, cfg.ood_points),
+    }
+
+
+# --- arithmetic (paper 000 §3.1, §3.2, A.2.3, A.2.5) ----------------------------------------------
+
+
+def arithmetic_inputs(gen: torch.Generator, n: int, domain: Domain) -> Tensor:
+    """n points [n, 2] uniform on the disc or annulus (A.1's polar recipe), or standard normal."""
+    if domain == "normal":
+        return torch.randn(n, 2, generator=gen)
+    theta = torch.rand(n, generator=gen) * (2 * math.pi)
+    low = 0.25 if domain == "annulus" else 0.0  # r² ~ U(low, 1) makes the density uniform in area
+    r = torch.sqrt(low + (1 - low) * torch.rand(n, generator=gen))
+    return torch.stack([r * torch.cos(theta), r * torch.sin(theta)], dim=1)
+
+
+def target(x: Tensor, operation: Operation) -> Tensor:
+    """y [..., 1] for inputs x [..., 2]: x1 + x2 or x1·x2 (noiseless, as in the paper)."""
+    y = x[..., 0] + x[..., 1] if operation == "add" else x[..., 0] * x[..., 1]
+    return y.unsqueeze(-1)
+
+
+def _arithmetic(gen: torch.Generator, n: int, *, domain: Domain, operation: Operation):
+    x = arithmetic_inputs(gen, n, domain)
+    return x, target(x, operation)
+
+
+def arithmetic_sampler(domain: Domain, operation: Operation) -> Sampler:
+    return partial(_arithmetic, domain=domain, operation=operation)
+
+
+def grid_axis(grid_size: int, extent: float = EXTENT) -> Tensor:
+    return torch.linspace(-extent, extent, grid_size)
+
+
+def grid_points(grid_size: int, extent: float = EXTENT) -> Tensor:
+    """[G², 2] with x1 varying fastest: point i·G + j is (axis[j], axis[i])."""
+    axis = grid_axis(grid_size, extent)
+    gx, gy = torch.meshgrid(axis, axis, indexing="xy")
+    return torch.stack([gx.flatten(), gy.flatten()], dim=1)
+
+
+@dataclass(frozen=True)
+class ArithmeticData(ExperimentConfig):
+    """The arithmetic data sets; the `addition` and `gp` experiments share them."""
+
+    operation: Operation = "add"
+    """target: "add" is y = x1 + x2 (§3.1), "multiply" is y = x1·x2 (A.2.5)"""
+    domain: Domain = "disc"
+    """training inputs: unit disc (§3.1), annulus 0.5 ≤ r ≤ 1 (§3.2), standard normal (A.2.3)"""
+    train_points: int = 128
+    """training points per replica (D = 128 in §3.1)"""
+    test_points: int = 1000
+    """test points per replica, a fresh sample from the training domain"""
+    grid_size: int = 101
+    """points per side of the regular grid on [-1.5, 1.5]² for o.o.d./region errors and surface"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("train_points", "test_points"):
+            require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        require(self.grid_size >= 2, "grid_size", ">= 2", self.grid_size)
+
+
+def arithmetic_splits(cfg: ArithmeticData) -> dict[str, Split]:
+    """Train and test [R, N, 2] from the domain, and the evaluation grid [R, G², 2] (shared)."""
+    gens = replica_generators(cfg.seeds, "data")
+    sampler = arithmetic_sampler(cfg.domain, cfg.operation)
+    grid = grid_points(cfg.grid_size).expand(cfg.replicas, -1, -1)
+    return {
+        "train": stack(sampler, gens, cfg.train_points),
+        "test": stack(sampler, gens, cfg.test_points),
+        "grid": Split(grid, target(grid, cfg.operation)),
+    }
+
+
+def region_masks(points: Tensor) -> dict[str, Tensor]:
+    """Boolean masks over points [P, 2]: ood (r > 1), hole (r < 0.5), ring, outside (1 < r ≤ 1.5).
+
+    hole, ring and outside partition the disc of radius 1.5; ood is everything outside the unit
+    disc (Table 1's o.o.d. set when the points fill [-1.5, 1.5]²).
+    """
+    r2 = points.double().pow(2).sum(dim=-1)
+    return {
+        "ood": r2 > 1.0,
+        "hole": r2 < 0.25,
+        "ring": (r2 >= 0.25) & (r2 <= 1.0),
+        "outside": (r2 > 1.0) & (r2 <= EXTENT**2),
+    }
+
+
+def regions(domain: str) -> tuple[str, ...]:
+    """The regions reported for a domain: ood always, the annulus's three rings for the annulus."""
+    return ("ood", "hole", "ring", "outside") if domain == "annulus" else ("ood",)
+
+
+def region_means(
+    values: Tensor, points: Tensor, domain: str, suffix: str = "mse"
+) -> dict[str, Tensor]:
+    """{region}_{suffix}: the mean of values [R, P] over each region's points, per replica [R]."""
+    masks = region_masks(points)
+    return {f"{name}_{suffix}": values[:, masks[name]].mean(dim=1) for name in regions(domain)}
+
+
+def log_squared_error(pred: Tensor, y: Tensor) -> Tensor:
+    """log10 of the squared error, floored at ERROR_FLOOR (the loss surfaces of Fig. 1, 2, 4)."""
+    return torch.log10((pred - y).double().pow(2).clamp_min(ERROR_FLOOR))

@@ -1,0 +1,113 @@
+"""Optimizers for replica-stacked parameters, with a learning rate and weight decay per replica.
+
+Every parameter is [R, ...]: replica r's slice is its own network. `torch.optim` takes one learning
+rate per parameter tensor, so replicas of one stacked model could only share it; here lr and weight
+decay are [R] tensors broadcast over each slice, and every update is elementwise, so replica r
+follows exactly the path it would follow alone with its own values (the engine's tests check this
+to 1e-5 for every experiment). The updates are torch's own (Adam, SGD with heavy-ball momentum,
+Adadelta, L2 weight decay added to the gradient); `tests/trainables/test_optim.py` checks them
+against `torch.optim` step by step.
+
+The step decay is the paper's (000 A.1): step t (1-based) uses lr · decay^⌊(t - 1)/decay_every⌋,
+which is what `torch.optim.lr_scheduler.StepLR` gives when it is stepped after each update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+OptimizerName = Literal["adam", "sgd", "adadelta"]
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+ADADELTA_RHO, ADADELTA_EPS = 0.9, 1e-6  # torch's defaults (Keras: 0.95, 1e-7)
+
+
+class ReplicaOptimizer:
+    """One optimizer step for all replicas; `lr` and `weight_decay` hold one value per replica."""
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        *,
+        kind: OptimizerName,
+        lr: Sequence[float],
+        weight_decay: Sequence[float],
+        momentum: float = 0.0,
+        lr_decay: float = 1.0,
+        decay_every: int = 1,
+    ) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        replicas = len(lr)
+        for p in self.params:
+            if p.shape[0] != replicas:
+                raise ValueError(
+                    f"every parameter must be [R, ...] with R = {replicas} replicas, "
+                    f"but got shape {tuple(p.shape)}"
+                )
+        if kind not in ("adam", "sgd", "adadelta"):
+            raise ValueError(f"`optimizer` must be adam, sgd or adadelta, but got {kind!r}")
+        self.kind = kind
+        device = self.params[0].device if self.params else torch.device("cpu")
+        self.lr = torch.tensor(list(lr), dtype=torch.float64, device=device)
+        self.weight_decay = torch.tensor(list(weight_decay), dtype=torch.float32, device=device)
+        self.decay_l2 = bool((self.weight_decay != 0).any())
+        self.momentum = momentum
+        self.lr_decay, self.decay_every = lr_decay, decay_every
+        self.steps = 0
+        self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
+
+    def current_lr(self) -> Tensor:
+        """The learning rate of the next step, per replica [R] (float64)."""
+        return self.lr * self.lr_decay ** (self.steps // self.decay_every)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        lr = self.current_lr()
+        self.steps += 1
+        for p, state in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            grad = p.grad
+            if self.decay_l2:
+                grad = grad + self.weight_decay.view(shape) * p
+            update = getattr(self, f"_{self.kind}")(grad, state)
+            p.sub_(lr.view(shape).to(p.dtype) * update)
+
+    def _adam(self, grad: Tensor, state: dict[str, Tensor]) -> Tensor:
+        beta1, beta2 = ADAM_BETAS
+        if not state:
+            state["m"], state["v"] = torch.zeros_like(grad), torch.zeros_like(grad)
+        m, v = state["m"], state["v"]
+        m.lerp_(grad, 1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        t = self.steps
+        correction2 = (1 - beta2**t) ** 0.5
+        return m / (1 - beta1**t) / (v.sqrt() / correction2 + ADAM_EPS)
+
+    def _sgd(self, grad: Tensor, state: dict[str, Tensor]) -> Tensor:
+        if self.momentum == 0:
+            return grad
+        if not state:
+            state["buf"] = grad.clone()
+        else:
+            state["buf"].mul_(self.momentum).add_(grad)
+        return state["buf"]
+
+    def _adadelta(self, grad: Tensor, state: dict[str, Tensor]) -> Tensor:
+        rho, eps = ADADELTA_RHO, ADADELTA_EPS
+        if not state:
+            state["sq"], state["acc"] = torch.zeros_like(grad), torch.zeros_like(grad)
+        sq, acc = state["sq"], state["acc"]
+        sq.mul_(rho).addcmul_(grad, grad, value=1 - rho)
+        delta = (acc + eps).sqrt() / (sq + eps).sqrt() * grad
+        acc.mul_(rho).addcmul_(delta, delta, value=1 - rho)
+        return delta
