@@ -102,6 +102,7 @@ def spec_dict(args: argparse.Namespace) -> dict[str, Any]:
         "max_concurrent": args.max_concurrent,
         "sampler": "tpe",
         "resources": {"cpu": 1},
+        "pack": 1,  # one configuration per trial, as stock Ray Tune (benchmarks/packing.py: packs)
     }
 
 

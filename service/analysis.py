@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,30 +21,56 @@ from scipy import stats
 
 from service import conventions as cv
 from service.errors import SpecError, TrackingError, tracking_error
+from service.optimum import OPTIMUM_COLUMNS as OPTIMUM_COLUMNS  # re-exported: public names
+from service.optimum import SMOOTH_COLUMNS as SMOOTH_COLUMNS
+from service.optimum import OptimumFit, fit_optimum
 
 # Bookkeeping columns of every trial row; all other columns are config keys or metrics.
 BASE_COLUMNS = ("sweep", "run_id", "trial_id", "status", "failure_reason", "cell")
 CURVE_COLUMNS = ("mean", "sem", "ci_low", "ci_high", "n")
-OPTIMUM_COLUMNS = ("x_opt", "ci_low", "ci_high", "metric_at_opt", "n_trials", "at_edge", "fit")
 
 _FINISHED = "FINISHED"
 _PAGE_SIZE = 1000
-_MIN_WINDOW = 5  # fewest points a local quadratic is fitted to: fewer would chase the noise
-_SPAN = 0.5  # fraction of the points in each local fit of the smooth
-_GRID = 200  # grid points in log x on which the smooth is minimised
 
 
 # --------------------------------------------------------------------------------------------
 # I/O boundary
 
 
-def load_trials(sweep: str, tracking_uri: str) -> pd.DataFrame:
+def load_trials(sweep: str | Sequence[str], tracking_uri: str) -> pd.DataFrame:
     """Read every trial run of `sweep` from the tracking store into one typed DataFrame.
 
     Config values come from the JSON tag (not from MLflow params, which are strings), so an int
     axis stays an int and groups compare exactly. Sweep-level facts (objective, axes, search
     ranges, parent run) go to `df.attrs`, where the other functions here take their defaults.
+
+    Several sweeps of one experiment and objective (a width study run as one sweep per width,
+    say) pool into one frame: `sweep` is a column to group by, the axes are the union of theirs
+    and the searched ranges span all of them; `attrs["sweeps"]` lists them.
     """
+    if not isinstance(sweep, str):
+        return pool([load_trials(s, tracking_uri) for s in sweep])
+    with _collector_paused():
+        return _load_trials(sweep, tracking_uri)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """MLflow builds ~40 ORM objects per run; at 10,000 runs Python's cyclic collector, rescanning
+    them again and again, takes half of the load (benchmarks/analysis.py). None of them is
+    cyclic garbage worth collecting during the read."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_trials(sweep: str, tracking_uri: str) -> pd.DataFrame:
     from mlflow.tracking import MlflowClient  # heavy import; only the I/O path needs it
 
     _require_sqlite_file(tracking_uri)
@@ -80,6 +106,36 @@ def load_trials(sweep: str, tracking_uri: str) -> pd.DataFrame:
     frame.attrs["config_columns"] = config_columns
     frame.attrs["metrics"] = metric_columns
     return frame
+
+
+def pool(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Trials of several sweeps as one frame (see `load_trials`); the first sweep's attrs lead."""
+    if not frames:
+        raise SpecError("`sweep` must name at least one sweep, but got none")
+    first = frames[0].attrs
+    for frame in frames[1:]:
+        for key in ("experiment", "objective_metric", "objective_mode"):
+            if frame.attrs.get(key) != first.get(key):
+                raise SpecError(
+                    f"sweeps {first.get('sweep')!r} and {frame.attrs.get('sweep')!r} differ in "
+                    f"{key} ({first.get(key)!r} vs {frame.attrs.get(key)!r}): pool sweeps of one "
+                    f"experiment and objective"
+                )
+    pooled = pd.concat(frames, ignore_index=True)
+    attrs = dict(first)
+    attrs["sweeps"] = [f.attrs.get("sweep") for f in frames]
+    attrs["axes"] = _ordered_union([f.attrs.get("axes") or [] for f in frames])
+    search: dict[str, dict[str, Any]] = {}
+    for frame in frames:
+        for name, space in (frame.attrs.get("search") or {}).items():
+            old = search.get(name, space)
+            search[name] = {**space, "low": min(old["low"], space["low"]),
+                            "high": max(old["high"], space["high"])}  # fmt: skip
+    attrs["search"] = search
+    attrs["config_columns"] = _ordered_union([f.attrs.get("config_columns") or [] for f in frames])
+    attrs["metrics"] = _ordered_union([f.attrs.get("metrics") or [] for f in frames])
+    pooled.attrs.update(attrs)
+    return pooled
 
 
 @contextmanager
@@ -205,6 +261,7 @@ def _sweep_attrs(sweep: str, parent: Any) -> dict[str, Any]:
         },
         "parent_run_id": parent.info.run_id,
         "overlay": tags.get(cv.OVERLAY),
+        "nuisance": json.loads(tags[cv.NUISANCE]) if cv.NUISANCE in tags else None,
     }
 
 
@@ -291,7 +348,7 @@ def length_scale_curve(
 
 
 # --------------------------------------------------------------------------------------------
-# Optimum with uncertainty
+# Optimum with uncertainty (the estimator: service/optimum.py)
 
 
 def optimum(
@@ -300,24 +357,49 @@ def optimum(
     metric: str | None = None,
     by: Sequence[str] | None = None,
     bounds: tuple[float, float] | None = None,
-    n_boot: int = 500,
+    n_boot: int = 200,
     seed: int = 0,
     edge_fraction: float = 0.05,
     *,
     mode: str | None = None,
+    nuisance: Sequence[str] | None = None,
+    at: Mapping[str, float] | None = None,
+    gap_fraction: float = 0.15,
 ) -> pd.DataFrame:
-    """Per group, the x that optimises the metric (a LOESS smooth in log x), with a bootstrap CI.
+    """Per group, the x that optimises the metric, with a bootstrap CI and honesty flags.
 
-    A smooth of the per-trial means (log metric, for errors) against log x places the optimum more
-    precisely than the single best trial, which is at the mercy of one trial's noise. `fit` says
-    how it was found: "loess" (interior minimum of the smooth), "edge" (at the end of the sampled
-    range: widen the search), or "best" (too few points to smooth).
-    The bootstrap resamples replicas within trials and trials within the group, so the CI covers
-    both seed noise and where the searcher happened to sample. `at_edge` flags an optimum within
-    `edge_fraction` of the searched log-range from either bound: it may lie outside the range,
-    which should then be widened (tuning playbook). Each group draws from its own generator
-    seeded with `seed`, so a group's result does not depend on which other groups are present.
+    Nuisance parameters (default: the sweep's `nuisance`, else every searched parameter besides x)
+    are profiled out: at each x, the best the smooth over (log x, log nuisance) achieves. `at`
+    slices instead: {"lr": 0.001} evaluates that smooth at lr = 0.001. `method` says which.
+    `fit` says how the optimum was found: "smooth" (an interior minimum of the curve), "edge" (an
+    end of the sampled range) or "best" (too few trials to smooth: the best one). `flags` holds
+    "edge"
+    (at or within `edge_fraction` of an end of the searched range: widen it), "gap" (no trial
+    within a gap wider than `gap_fraction` of the sampled log range around x_opt) and "below_data"
+    ("above_data" for max): the smooth promises a metric beyond the best trial by more than its CI.
     """
+    return optimum_fit(
+        trials, x, metric, by, bounds, n_boot, seed, edge_fraction,
+        mode=mode, nuisance=nuisance, at=at, gap_fraction=gap_fraction,
+    ).table  # fmt: skip
+
+
+def optimum_fit(
+    trials: pd.DataFrame,
+    x: str = "sigma_inv",
+    metric: str | None = None,
+    by: Sequence[str] | None = None,
+    bounds: tuple[float, float] | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    edge_fraction: float = 0.05,
+    *,
+    mode: str | None = None,
+    nuisance: Sequence[str] | None = None,
+    at: Mapping[str, float] | None = None,
+    gap_fraction: float = 0.15,
+) -> OptimumFit:
+    """`optimum`'s table, and the smooth (with its bootstrap band) that defines it, per group."""
     metric, mode = _objective(trials, metric, mode)
     _require_columns(trials, "x", [x])
     values = _value_columns(trials, metric)
@@ -328,137 +410,46 @@ def optimum(
         raise SpecError(
             f"`edge_fraction` must satisfy 0 <= edge_fraction < 0.5, got {edge_fraction}"
         )
+    at = dict(at or {})
+    profiled = default_nuisance(trials, x, at) if nuisance is None else list(nuisance)
+    for name in [*profiled, *at]:
+        if name == x or name in groups:
+            raise SpecError(f"`nuisance`/`at` must not name x or a group column, but got {name!r}")
+    _require_columns(trials, "nuisance", [*profiled, *at])
     bounds = _search_bounds(trials, x) if bounds is None else _checked_bounds(bounds)
-
-    rows = []
-    for key, part in _iter_groups(_finished(trials), groups):
-        replicas, counts = _compact_replicas(part[values].to_numpy(dtype=float))
-        xs = part[x].to_numpy(dtype=float)[counts > 0]
-        replicas, counts = replicas[counts > 0], counts[counts > 0]
-        if xs.size == 0:
-            continue
-        if (xs <= 0).any():
-            raise SpecError(f"`{x}` must be positive for a fit in log {x}, but got {xs.min()}")
-        fit = _GroupFit(np.log(xs), replicas, counts, mode)
-        u_opt, value, kind = fit.estimate(fit.means)
-        low, high = bounds or (xs.min(), xs.max())
-        ci = fit.bootstrap(n_boot, np.random.default_rng(seed))
-        rows.append(
-            {
-                **key,
-                "x_opt": math.exp(u_opt),
-                "ci_low": ci[0],
-                "ci_high": ci[1],
-                "metric_at_opt": fit.metric_of(value),
-                "n_trials": int(xs.size),
-                "at_edge": _at_edge(u_opt, low, high, edge_fraction),
-                "fit": kind,
-            }
-        )
-    result = pd.DataFrame(rows, columns=[*groups, *OPTIMUM_COLUMNS])
-    return result.astype({"n_trials": "int64", "at_edge": "bool"})
+    return fit_optimum(
+        _finished(trials), x=x, values=values, groups=groups, mode=mode, nuisance=profiled, at=at,
+        bounds=bounds, n_boot=n_boot, seed=seed, edge_fraction=edge_fraction,
+        gap_fraction=gap_fraction,
+    )  # fmt: skip
 
 
-class _GroupFit:
-    """One group's per-trial replica values, and the estimator that is bootstrapped over them.
-
-    The estimator works on a "loss" that is lower-is-better: log of an error (its optimum is
-    a parabola in log x for the RBF-like length-scale dependence), an error itself when it can
-    be zero or negative, or the negated metric for mode "max".
-    """
-
-    def __init__(self, u: np.ndarray, replicas: np.ndarray, counts: np.ndarray, mode: str):
-        self.u, self.replicas, self.counts, self.mode = u, replicas, counts, mode
-        finite = replicas[np.isfinite(replicas)]
-        self.log = mode == "min" and bool((finite > 0).all())
-        self.means = np.nansum(replicas, axis=1) / counts
-
-    def loss(self, means: np.ndarray) -> np.ndarray:
-        if self.log:
-            return np.log(means)
-        return means if self.mode == "min" else -means
-
-    def metric_of(self, loss: float) -> float:
-        if self.log:
-            return math.exp(loss)
-        return loss if self.mode == "min" else -loss
-
-    def estimate(
-        self, means: np.ndarray, index: np.ndarray | None = None
-    ) -> tuple[float, float, str]:
-        u = self.u if index is None else self.u[index]
-        return _fit_window(u, self.loss(means))
-
-    def bootstrap(self, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:
-        """2.5/97.5 percentiles of the optimum (in x) over resampled trials and replicas."""
-        if n_boot == 0:
-            return math.nan, math.nan
-        n, width = self.replicas.shape
-        slots = np.arange(width)
-        optima = np.empty(n_boot)
-        for b in range(n_boot):
-            index = rng.integers(0, n, size=n)
-            counts = self.counts[index]
-            # Draw `counts[i]` replicas of trial i with replacement; finite values come first.
-            picks = (rng.random((n, width)) * counts[:, None]).astype(np.int64)
-            draws = self.replicas[index[:, None], picks]
-            means = np.where(slots < counts[:, None], draws, 0.0).sum(axis=1) / counts
-            optima[b] = self.estimate(means, index)[0]
-        low, high = np.percentile(np.exp(optima), [2.5, 97.5])
-        return float(low), float(high)
+def default_nuisance(trials: pd.DataFrame, x: str, at: Mapping[str, float] = {}) -> list[str]:
+    """The parameters profiled out unless told otherwise: the spec's `nuisance` when it names
+    them, else every numeric searched parameter besides x (and those sliced `at` a value)."""
+    named = trials.attrs.get("nuisance")
+    searched = list((trials.attrs.get("search") or {}).keys())
+    chosen = searched if named is None else list(named)
+    return [n for n in chosen if n != x and n not in at and n in trials.columns]
 
 
-def _fit_window(u: np.ndarray, loss: np.ndarray) -> tuple[float, float, str]:
-    """Minimise a LOESS smooth of the loss over log x; (u at optimum, smoothed loss, kind).
-
-    A local quadratic with tricube weights over the nearest `_SPAN` of the points, evaluated on a
-    grid spanning the sampled range: it follows an asymmetric basin (flat on one side, steep on the
-    other, as test error against σ⁻¹ is) where one global or windowed parabola is pulled off the
-    minimum by the steep side. It never extrapolates: an optimum at the grid's end is "edge".
-    With fewer than `_MIN_WINDOW` distinct points there is nothing to smooth: the best point is it.
-    """
-    best = int(np.argmin(loss))
-    if np.unique(u).size < _MIN_WINDOW:
-        return float(u[best]), float(loss[best]), "best"
-    grid = np.linspace(u.min(), u.max(), _GRID)
-    smooth = _loess(u, loss, grid)
-    k = int(np.nanargmin(smooth))
-    if k in (0, _GRID - 1):
-        return float(grid[k]), float(smooth[k]), "edge"
-    # Refine between grid points: the vertex of the parabola through the three nearest values.
-    y0, y1, y2 = smooth[k - 1 : k + 2]
-    step = grid[1] - grid[0]
-    curvature = y0 - 2 * y1 + y2
-    shift = 0.5 * step * (y0 - y2) / curvature if curvature > 0 else 0.0
-    u_opt = float(grid[k] + shift)
-    return u_opt, float(_loess(u, loss, np.array([u_opt]))[0]), "loess"
-
-
-def _loess(u: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Local quadratic regression of y on u, evaluated at every grid point (vectorised)."""
-    k = min(u.size, max(_MIN_WINDOW, math.ceil(_SPAN * u.size)))
-    dist = np.abs(grid[:, None] - u[None, :])  # [G, n]
-    radius = np.sort(dist, axis=1)[:, k - 1 : k] * 1.0001 + 1e-12
-    w = np.clip(1 - (dist / radius) ** 3, 0, None) ** 3  # tricube
-    d = u[None, :] - grid[:, None]
-    basis = np.stack([np.ones_like(d), d, d * d], axis=-1)  # [G, n, 3]
-    a = np.einsum("gn,gni,gnj->gij", w, basis, basis) + 1e-9 * np.eye(3)
-    b = np.einsum("gn,gni,n->gi", w, basis, y)
-    return np.linalg.solve(a, b[..., None])[:, 0, 0]
-
-
-def _compact_replicas(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's finite values moved to the front (NaN after), and how many there are."""
-    finite = np.isfinite(values)
-    order = np.argsort(~finite, axis=1, kind="stable")
-    compact = np.take_along_axis(np.where(finite, values, np.nan), order, axis=1)
-    return compact, finite.sum(axis=1)
-
-
-def _at_edge(u_opt: float, low: float, high: float, edge_fraction: float) -> bool:
-    log_low, log_high = math.log(low), math.log(high)
-    margin = edge_fraction * (log_high - log_low)
-    return bool(u_opt - log_low <= margin or log_high - u_opt <= margin)
+def optimum_trend(
+    trials: pd.DataFrame,
+    x: str = "sigma_inv",
+    along: str = "width",
+    metric: str | None = None,
+    by: Sequence[str] | None = None,
+    table: pd.DataFrame | None = None,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """x_opt with its CI at each value of an axis (`along`), per other group: how the optimum
+    moves with width, data or entanglement. The columns of `optimum`, sorted along the axis.
+    `table`: an `optimum` table of the same trials grouped by the axis already (reused)."""
+    _require_columns(trials, "along", [along])
+    others = [c for c in _group_columns(trials, by, exclude=x) if c != along]
+    if table is None or not {*others, along} <= set(table.columns):
+        table = optimum(trials, x=x, metric=metric, by=[*others, along], **kwargs)
+    return table.sort_values([*others, along], kind="stable").reset_index(drop=True)
 
 
 def _search_bounds(trials: pd.DataFrame, x: str) -> tuple[float, float] | None:

@@ -33,12 +33,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # MLflow's HTTP client retries a dead server for minutes by default; we retry ourselves.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # A progress bar per downloaded plot file would bury the sweep's summary.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except SweepError as exc:
         return fail(str(exc), exc.exit_code)
+    except BrokenPipeError:  # `smoothsweep experiments sinusoid | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def fail(message: str, code: int) -> int:
@@ -48,11 +53,25 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="smoothsweep", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+DESCRIPTION = """\
+Hyperparameter sweeps of neural-network smoothness experiments: Ray Tune trials, Optuna search
+per cell, every trial in MLflow, and the optimum length scale with its CI.
 
-    s = sub.add_parser("experiments", help="list the experiments and their config fields")
+start with:  smoothsweep run sinusoid --profile demo   (local Ray, MLflow in ./mlflow.db)
+then:        smoothsweep curves NAME | smoothsweep best NAME | smoothsweep ui"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="smoothsweep",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"smoothsweep {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("experiments", help="list the experiments, or show one's fields and metrics")
+    s.add_argument("experiment", nargs="?", help="one experiment: its fields, metrics and specs")
     _format(s)
     s.set_defaults(func=cmd_experiments)
 
@@ -124,14 +143,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_best)
 
     s = sub.add_parser("curves", help="test error against the length scale, with the optimum")
-    s.add_argument("sweep")
+    s.add_argument("sweep", nargs="+", help="one sweep, or several of one experiment to pool")
     s.add_argument("--x", help="parameter on the x axis (default: sigma_inv or length_scale)")
-    s.add_argument("--by", nargs="*", help="group columns (default: the sweep's axes)")
+    s.add_argument("--by", nargs="*", help="group columns (default: the sweep's axes; or sweep)")
     s.add_argument("--metric", help="default: the sweep's objective")
-    s.add_argument("--out", default=None, help="PNG path (default: <sweep>-curve.png)")
+    s.add_argument(
+        "--nuisance", nargs="*", help="parameters profiled out (default: the other searched ones)"
+    )
+    s.add_argument(
+        "--at", action="append", default=[], metavar="NAME=VALUE",
+        help="slice at a value instead of profiling, e.g. --at lr=0.001",
+    )  # fmt: skip
+    s.add_argument("--along", help="an axis to draw the optimum against (default: width if swept)")
+    s.add_argument("--out", default=None, help=".png, .pdf or .svg (default: <sweep>-curve.png)")
+    s.add_argument("--log", action="store_true", help="also put the figures on the parent run")
     s.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
     _format(s)
     s.set_defaults(func=cmd_curves)
+
+    s = sub.add_parser("plots", help="draw trials' plots (PNG beside their JSON) on their runs")
+    s.add_argument("sweep")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--top", type=int, default=None, help="the best N of each cell (default 3)")
+    which.add_argument("--all", action="store_true", help="every trial of the sweep")
+    which.add_argument("--trial", help="one trial, by its smoothsweep.trial_id")
+    s.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+    s.set_defaults(func=cmd_plots)
 
     s = sub.add_parser("ui", help="open the MLflow UI on the tracking store")
     s.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
@@ -139,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=5000)
     s.set_defaults(func=cmd_ui)
     return p
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("smoothsweep")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _format(s: argparse.ArgumentParser, choices: Sequence[str] = FORMATS) -> None:
@@ -174,6 +220,8 @@ def emit(frame: pd.DataFrame, fmt: str) -> None:
 def cmd_experiments(args: argparse.Namespace) -> int:
     import trainables
 
+    if args.experiment:
+        return _experiment(args.experiment, args.format)
     full = args.format == "json"
     rows = []
     for name in sorted(trainables.REGISTRY):
@@ -197,6 +245,46 @@ def cmd_experiments(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2, default=str))
     else:
         emit(pd.DataFrame(rows), args.format)
+    return 0
+
+
+def _experiment(name: str, fmt: str) -> int:
+    """One experiment: what it is, its config fields, the metrics it reports, the specs that
+    run it."""
+    import trainables
+    from service.spec import shipped_specs, spec_experiment
+
+    try:
+        module = trainables.load(name)
+    except trainables.UnknownExperiment as exc:
+        raise SpecError(str(exc)) from None
+    config = module.Config
+    fields = pd.DataFrame(
+        [{"field": k, **v} for k, v in config.describe().items()],
+        columns=["field", "type", "default", "per_replica", "doc"],
+    )
+    metrics = pd.DataFrame(
+        [{"metric": k, "mode": m.mode, "final_only": m.final}
+         for k, m in config().metrics().items()],
+        columns=["metric", "mode", "final_only"],
+    )  # fmt: skip
+    specs = sorted(k for k, path in shipped_specs().items() if spec_experiment(path) == name)
+    if fmt == "json":
+        print(json.dumps({"experiment": name, "summary": (module.__doc__ or "").strip(),
+                          "objective": config.objective, "fields": fields.to_dict("records"),
+                          "metrics": metrics.to_dict("records"), "specs": specs},
+                         indent=2, default=str))  # fmt: skip
+        return 0
+    if fmt == "csv":
+        emit(fields, fmt)
+        return 0
+    print(f"{name}: {(module.__doc__ or '').strip().splitlines()[0]}")
+    print(f"objective: {config.objective}")
+    print("\nfields (per_replica: a tuple trains one value per replica):")
+    emit(fields, fmt)
+    print("\nmetrics:")
+    emit(metrics, fmt)
+    print(f"\nshipped specs: {', '.join(specs) or '(none)'}  (smoothsweep run SPEC)")
     return 0
 
 
@@ -280,6 +368,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.profile, args.set)
     companion = overlay_spec(spec, args.profile)
     name = args.name or default_name(spec)
+    _require_writable(args.storage, "--storage")
     if args.address:
         from service.cluster import require_server_tracking
         from service.session import probe_address
@@ -358,6 +447,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         from service.session import probe_address
 
         probe_address(args.address)
+    _require_writable(args.storage or "sweeps", "--storage")
     result = resume_sweep(
         args.sweep,
         storage=args.storage or "sweeps",
@@ -404,7 +494,9 @@ def _finish(result: Any, args: argparse.Namespace) -> int:
     from service import report
 
     out = args.out or str(result.storage / "curve.png")
-    summary = report.summarise(result.name, result.tracking_uri, out=out, top=args.top)
+    summary = report.summarise(
+        result.name, result.tracking_uri, out=out, top=args.top, log_to_mlflow=True
+    )
     print(
         f"\nsweep {result.name}: {result.num_trials} trials ({result.num_errors} errored); "
         f"tracking {result.tracking_uri}"
@@ -417,7 +509,19 @@ def _finish(result: Any, args: argparse.Namespace) -> int:
     if summary.overlay_optimum is not None:
         print(f"optimum length scale of the overlay sweep {result.overlay}:")
         emit(summary.overlay_optimum, args.format)
-        print(f"curve: {summary.png}")
+    if summary.trend is not None:
+        print(f"optimum against {summary.along}:")
+        emit(summary.trend, args.format)
+    for line in summary.warnings():
+        print(f"smoothsweep: {line}")
+    for figure in filter(None, (summary.figure, summary.trend_figure)):
+        print(f"figure: {figure}")
+    for sweep in filter(None, (result.name, result.overlay)):
+        report.render_trial_plots(sweep, result.tracking_uri)
+    print(
+        f"trial plots: PNG for the best {report.PLOTS_PER_CELL} of each cell "
+        f"(`smoothsweep plots {result.name} --all` draws the rest)"
+    )
     print(f"resume: smoothsweep resume {result.name} --storage {result.storage.parent}")
     return 1 if result.num_errors else 0
 
@@ -442,26 +546,88 @@ def cmd_curves(args: argparse.Namespace) -> int:
     from service import report
     from service.tracking import resolve_tracking_uri
 
-    out = args.out or f"{args.sweep}-curve.png"
+    sweeps = args.sweep if len(args.sweep) > 1 else args.sweep[0]
+    out = args.out or f"{args.sweep[0]}-curve.png"
+    if Path(out).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise SpecError(f"`--out` must end in .png, .pdf or .svg, but got {out!r}")
+    at = {}
+    for text in args.at:
+        key, _, value = text.partition("=")
+        try:
+            at[key.strip()] = float(value)
+        except ValueError:
+            raise SpecError(f"`--at` must look like NAME=NUMBER, but got {text!r}") from None
     summary = report.summarise(
-        args.sweep,
-        resolve_tracking_uri(args.tracking_uri),
-        out=out,
-        x=args.x,
-        by=args.by,
-        metric=args.metric,
-    )
+        sweeps, resolve_tracking_uri(args.tracking_uri), out=out, x=args.x, by=args.by,
+        metric=args.metric, along=args.along, at=at, nuisance=args.nuisance,
+        log_to_mlflow=args.log and isinstance(sweeps, str),
+    )  # fmt: skip
     if summary.optimum is None:
-        raise SpecError(f"sweep {args.sweep!r} has no finished trials with a length scale to plot")
+        raise SpecError(
+            f"sweep {args.sweep[0]!r} has no finished trials with a length scale to plot"
+        )
     emit(summary.optimum, args.format)
-    print(f"curve: {summary.png}", file=sys.stderr)
+    if summary.trend is not None and args.format == "table":  # json/csv: one table, the optimum
+        print(f"optimum against {summary.along}:")
+        emit(summary.trend, "table")
+    for line in summary.warnings():
+        print(f"smoothsweep: {line}", file=sys.stderr)
+    print(f"figure: {summary.figure}", file=sys.stderr)
+    if summary.trend_figure is not None:
+        print(f"figure: {summary.trend_figure}", file=sys.stderr)
     return 0
+
+
+def cmd_plots(args: argparse.Namespace) -> int:
+    from service import report
+    from service.tracking import resolve_tracking_uri
+
+    if args.top is not None and args.top < 1:
+        raise SpecError(f"`--top` must be >= 1, but got {args.top}")
+    top = None if args.all else (args.top or report.PLOTS_PER_CELL)
+    runs = report.render_trial_plots(
+        args.sweep, resolve_tracking_uri(args.tracking_uri), top=top, trial=args.trial
+    )
+    print(f"plots drawn on {len(runs)} run(s) of sweep {args.sweep}")
+    return 0
+
+
+def _require_writable(directory: str | None, flag: str) -> None:
+    """Before Ray starts and before any run is made: a directory Ray Tune can write to."""
+    import tempfile
+
+    if directory is None or "://" in directory:
+        return  # the default (checked where it is chosen), or a remote store Ray itself checks
+    path = Path(directory).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise SpecError(
+            f"`{flag}` {directory!r} is not a writable directory ({exc.strerror or exc}); "
+            f"pass {flag} DIR with a directory you can write to"
+        ) from None
+
+
+def _require_free_port(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise SweepError(
+                f"cannot serve the UI on {host}:{port}: {exc.strerror or exc}; "
+                f"pick another port with --port {port + 1}"
+            ) from None
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from service.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
+    _require_free_port(args.host, args.port)
     cmd = [
         str(Path(sys.executable).with_name("mlflow")),  # the one installed beside us
         "ui",

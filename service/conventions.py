@@ -30,6 +30,7 @@ SEARCH = (
     PREFIX + "search"
 )  # JSON {name: {"low": .., "high": .., "log": ..}} of searched floats/ints
 
+NUISANCE = PREFIX + "nuisance"  # JSON list: the searched parameters the analysis profiles out
 OVERLAY = PREFIX + "overlay_sweep"  # the companion sweep drawn on the same curve (e.g. the GP)
 
 TRIAL_ID = PREFIX + "trial_id"  # Ray Tune trial id: the key that makes logging restore-safe
@@ -66,3 +67,46 @@ def cell_label(cell: Mapping[str, Any]) -> str:
 def dumps(value: Any) -> str:
     """Canonical JSON used for tags and hashes: sorted keys, no spaces."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+# --- a pack: the configurations one Tune trial trains as one stacked model ------------------------
+# Written by the trial (service.trial), read by the searcher (service.search) and the tracker.
+
+PACK = "pack"  # in a Tune trial's config: the list of each configuration's searched values
+MEMBERS = "members"  # in a Tune result: {"k": configuration k's metrics at this report}
+STATUS = "status"  # in a member's metrics: "running", or how it ended (ENDINGS)
+ENDINGS = ("finished", "failed", "stopped")  # trained to the end, diverged, stopped early
+PACK_ID = PREFIX + "pack"  # tag of a configuration's run: the Tune trial that trained it
+STOPPED_EARLY = PREFIX + "stopped_early"  # tag: the rung (and step) where a pack stopped it
+
+
+def ended(status: Any) -> bool:
+    return status in ENDINGS
+
+
+def members(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each configuration's metrics in a Tune result: `result[MEMBERS]` as the trainable reported
+    it, or rebuilt from the flattened keys `members/<k>/<metric>` that Tune hands its searcher
+    (its metric names, `test_mse/r3`, may hold the delimiter too)."""
+    nested = result.get(MEMBERS)
+    if isinstance(nested, Mapping):
+        return {str(k): dict(v) for k, v in nested.items()}
+    out: dict[str, dict[str, Any]] = {}
+    prefix = MEMBERS + "/"
+    for key, value in result.items():
+        if isinstance(key, str) and key.startswith(prefix):
+            index, _, metric = key[len(prefix) :].partition("/")
+            if metric:
+                out.setdefault(index, {})[metric] = value
+    return out
+
+
+def member_key(trial_id: str, index: int, size: int) -> str:
+    """A configuration's key (its run's TRIAL_ID tag): the trial id itself in a pack of one."""
+    return trial_id if size == 1 else f"{trial_id}#{index}"
+
+
+def member_configs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A pack's configurations in full: the shared values with each one's searched values."""
+    shared = {k: v for k, v in config.items() if k != PACK}
+    return [{**shared, **member} for member in config.get(PACK) or [{}]]

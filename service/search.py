@@ -1,15 +1,31 @@
 """The searcher of a sweep: one Optuna study per axis cell, behind one Ray Tune `Searcher`.
 
 A single study over every cell would chase the easiest one; the analysis needs dense σ⁻¹ coverage
-in each. `StratifiedOptuna` keeps an `OptunaSearch` per cell and lets the cells take turns.
+in each. `StratifiedOptuna` keeps a study per cell and lets the cells take turns.
+
+Each Tune trial is a *pack* (`service.packing`): the configurations of one cell that train as one
+stacked model. The searcher asks the cell's study for a pack's K configurations at once (Optuna's
+ask/tell; TPE's constant liar, on by default in Optuna 5, spreads concurrent asks apart), and tells
+each configuration's own value as soon as it ends, which may be long before its pack does (a
+configuration stopped early, or diverged). A pack of one is today's one configuration per trial.
+
+With a `precision` target the searcher also keeps each cell's finished trials, refits the cell's
+optimum as they end (`service.optimum`, the analysis's own estimator), and closes a cell once the
+CI of its optimum is that narrow: the budget goes to the cells that still need it, and
+`trials_per_cell` becomes the cap.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ray.tune.search import Searcher
+
+from service.conventions import PACK, STATUS, ended, members
 
 if TYPE_CHECKING:
     from service.spec import Spec
@@ -27,68 +43,126 @@ def make_sampler(kind: str, seed: int) -> Any:
     return samplers[kind]()
 
 
-class StratifiedOptuna(Searcher):
-    """An OptunaSearch per axis cell; cells take turns so every cell fills at the same pace.
+@dataclass
+class _Pack:
+    cell: int
+    config: dict[str, Any]
+    numbers: list[int | None]  # each configuration's Optuna trial number (None: nothing searched)
+    last: dict[int, float] = field(default_factory=dict)  # latest objective of each member
+    told: set[int] = field(default_factory=set)
 
-    Each suggestion is the full trial config: fixed values, the cell's axis values, and what that
-    cell's study asks for. The state (all studies, who asked what) pickles with the searcher, which
-    is how `Tuner.restore` resumes the studies where they were.
+
+class StratifiedOptuna(Searcher):
+    """A study per axis cell; cells take turns so every cell fills at the same pace.
+
+    Each suggestion is the pack's config: fixed values, the cell's axis values, and under `PACK`
+    the list of what that cell's study asks for. The state (all studies, who asked what) pickles
+    with the searcher, which is how `Tuner.restore` resumes the studies where they were.
     """
 
-    def __init__(self, spec: Spec) -> None:
-        from ray.tune.search.optuna import OptunaSearch
+    # The live searcher of each sweep in this process: the one that suggests (a restored one after
+    # a resume). The sweep asks it whether every cell is done, the progress line for each cell's
+    # optimum. It registers when it first suggests, not when it is made: through Ray Client the
+    # searcher made here is shipped to the cluster, and the one that suggests lives there.
+    live: ClassVar[dict[str, StratifiedOptuna]] = {}
+
+    def __init__(
+        self, spec: Spec, pack_sizes: Sequence[int] | None = None, sweep: str = ""
+    ) -> None:
+        import optuna
 
         metric, mode = spec.objective.metric, spec.objective.mode
         super().__init__(metric=metric, mode=mode)
         self.fixed = dict(spec.fixed)
         self.cells = spec.cells()
         self.quota = spec.trials_per_cell
-        space = {k: p.distribution() for k, p in spec.search.items()}
+        self.pack_sizes = list(pack_sizes or [1] * len(self.cells))
+        self.space = {k: p.distribution() for k, p in spec.search.items()}
+        direction = "minimize" if mode == "min" else "maximize"
         self.studies = [
-            OptunaSearch(
-                space=space,
-                metric=metric,
-                mode=mode,
-                sampler=make_sampler(spec.sampler, spec.sampler_seed + i),
+            optuna.create_study(
+                direction=direction, sampler=make_sampler(spec.sampler, spec.sampler_seed + i)
             )
-            if space
-            else None
             for i in range(len(self.cells))
         ]
-        self.asked = [0] * len(self.cells)
-        self.cell_of_trial: dict[str, int] = {}
+        self.asked = [0] * len(self.cells)  # configurations, not packs
+        self.packs: dict[str, _Pack] = {}
+        self.sweep = sweep
+        self.precision = CellPrecision(spec, len(self.cells)) if spec.precision else None
+
+    @property
+    def complete(self) -> bool:
+        """Every cell has asked for its quota, or has been closed by the precision target."""
+        closed = self.precision.closed if self.precision else [False] * len(self.cells)
+        return all(n >= self.quota or c for n, c in zip(self.asked, closed))
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if trial_id in self.cell_of_trial:
-            i = self.cell_of_trial[trial_id]
-        else:
-            open_cells = [i for i, n in enumerate(self.asked) if n < self.quota]
-            if not open_cells:
-                return self.FINISHED
-            i = min(open_cells, key=lambda c: (self.asked[c], c))
-            self.asked[i] += 1
-            self.cell_of_trial[trial_id] = i
-        study = self.studies[i]
-        suggested = study.suggest(trial_id) if study is not None else {}
-        return {**self.fixed, **self.cells[i], **suggested}
+        StratifiedOptuna.live[self.sweep] = self
+        if trial_id in self.packs:
+            return self.packs[trial_id].config
+        closed = self.precision.closed if self.precision else [False] * len(self.cells)
+        open_cells = [i for i, n in enumerate(self.asked) if n < self.quota and not closed[i]]
+        if not open_cells:
+            return self.FINISHED
+        i = min(open_cells, key=lambda c: (self.asked[c], c))
+        k = min(self.pack_sizes[i], self.quota - self.asked[i])
+        self.asked[i] += k
+        asked = [self.studies[i].ask(self.space) if self.space else None for _ in range(k)]
+        members = [dict(t.params) if t is not None else {} for t in asked]
+        config = {**self.fixed, **self.cells[i], PACK: members}
+        numbers = [t.number if t is not None else None for t in asked]
+        self.packs[trial_id] = _Pack(i, config, numbers)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        # An objective declared final (robustness under attack, say) is measured only at the last
-        # evaluation: a result before it has nothing to tell the study.
-        study = self._study(trial_id)
-        if study is not None and self.metric in result:
-            study.on_trial_result(trial_id, result)
+        pack = self.packs.get(trial_id)
+        if pack is None:
+            return
+        for key, metrics in members(result).items():  # Tune gives a searcher flattened results
+            k = int(key)
+            value = metrics.get(self.metric)
+            # An objective declared final (robustness under attack, say) is measured only at the
+            # last evaluation: a result before it has nothing to tell the study.
+            if isinstance(value, (int, float)):
+                pack.last[k] = float(value)
+            # Tune repeats a trial's last result with its completion: each ending counts once.
+            if ended(metrics.get(STATUS)) and k not in pack.told:
+                self._tell(pack, k, error=False)
+                if self.precision is not None and metrics.get(STATUS) != "failed":
+                    member = {**pack.config, **pack.config[PACK][k]}
+                    self.precision.add(pack.cell, member, metrics)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        study = self._study(trial_id)
-        if study is not None:
-            study.on_trial_complete(trial_id, result, error)
+        pack = self.packs.get(trial_id)
+        if pack is None:
+            return
+        if result:
+            self.on_trial_result(trial_id, result)
+        for k in range(len(pack.numbers)):
+            self._tell(pack, k, error=error)
 
-    def _study(self, trial_id: str) -> Any:
-        i = self.cell_of_trial.get(trial_id)
-        return None if i is None else self.studies[i]
+    def _tell(self, pack: _Pack, k: int, error: bool) -> None:
+        """Tell the study configuration k's value, once. A diverged one is told its worst value,
+        so that TPE learns the region is bad (a failed trial would be ignored); one that raised
+        before reporting anything is a failed Optuna trial."""
+        import optuna
+
+        number = pack.numbers[k]
+        if k in pack.told or number is None:
+            return
+        pack.told.add(k)
+        study = self.studies[pack.cell]
+        if k not in pack.last:
+            if error:
+                study.tell(number, state=optuna.trial.TrialState.FAIL)
+                return
+            pack.last[k] = math.nan
+        value = pack.last[k]
+        if not math.isfinite(value):
+            value = math.inf if self.mode == "min" else -math.inf
+        study.tell(number, value)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -97,3 +171,63 @@ class StratifiedOptuna(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        StratifiedOptuna.live[self.sweep] = self
+
+
+class CellPrecision:
+    """Each cell's finished trials and its optimum so far; a cell closes once the CI ratio of
+    x_opt (high / low) is at most the spec's target, after `min_trials`, from a clean fit (an
+    interior optimum, no flag: an optimum at an edge or in a gap is not yet known)."""
+
+    N_BOOT = 100  # a progress estimate; `smoothsweep curves` reports the final one
+
+    def __init__(self, spec: Spec, cells: int) -> None:
+        self.target = spec.precision.ci_ratio
+        self.min_trials = spec.precision.min_trials
+        self.x = spec.precision_x
+        searched = [k for k, p in spec.search.items() if p.type != "categorical"]
+        nuisance = spec.nuisance if spec.nuisance is not None else searched
+        self.nuisance = [n for n in nuisance if n != self.x][:2]
+        self.metric, self.mode = spec.objective.metric, spec.objective.mode
+        self.rows: list[list[dict[str, Any]]] = [[] for _ in range(cells)]
+        self.closed = [False] * cells
+        self.estimate: list[tuple[float, float] | None] = [None] * cells  # (x_opt, ci_ratio)
+
+    def add(self, cell: int, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
+        values = {k: v for k, v in metrics.items() if k.startswith(self.metric + "/r")}
+        if not values and self.metric in metrics:
+            values = {self.metric: metrics[self.metric]}
+        row = {self.x: config.get(self.x), **{n: config.get(n) for n in self.nuisance}, **values}
+        self.rows[cell].append(row)
+        if len(self.rows[cell]) >= self.min_trials and not self.closed[cell]:
+            self._refit(cell)
+
+    def _refit(self, cell: int) -> None:
+        import pandas as pd
+
+        from service.optimum import fit_optimum
+
+        frame = pd.DataFrame(self.rows[cell])
+        values = [c for c in frame.columns if c.startswith(self.metric)]
+        table = fit_optimum(
+            frame, x=self.x, values=values, groups=[], mode=self.mode, nuisance=self.nuisance,
+            n_boot=self.N_BOOT, seed=cell,
+        ).table  # fmt: skip
+        if table.empty:
+            return
+        row = table.iloc[0]
+        self.estimate[cell] = (float(row["x_opt"]), float(row["ci_ratio"]))
+        clean = row["fit"] == "smooth" and not row["flags"]
+        if clean and row["ci_ratio"] <= self.target:
+            self.closed[cell] = True
+
+    def status(self, cells: Sequence[Mapping[str, Any]]) -> str:
+        """One short part per cell for the progress line: its x_opt, CI ratio, whether closed."""
+        from service.conventions import cell_label
+
+        parts = []
+        for i, cell in enumerate(cells):
+            est = self.estimate[i]
+            shown = f"{self.x}* {est[0]:.3g} (CI x{est[1]:.2f})" if est else "-"
+            parts.append(f"{cell_label(cell)}: {shown}{' closed' if self.closed[i] else ''}")
+        return "; ".join(parts)

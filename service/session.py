@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -62,7 +63,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if not address or names_this_host(address):
         keep_loopback()
     try:
-        if address:
+        if address and address.startswith("ray://"):
+            _connect_client(address)
+        elif address:
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(
@@ -196,6 +199,48 @@ def auth_hint(address: str) -> str:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+# The Ray Client proxy answers "Initialization failure from server:" and the traceback of its own
+# failure; these are the ones where the per-client server it starts was not up in time (the first
+# start after `ray start` imports Ray cold; the runtime-env agent may still be coming up), which a
+# moment later succeeds. Anything else is final.
+CLIENT_STARTING = ("Proxy failed to Connect to backend", "Starting Ray client server failed")
+CLIENT_WAIT_S = 120.0
+
+
+def client_failure_reason(exc: BaseException) -> str:
+    """The reason a Ray Client connection failed: the last line of the server's traceback (the
+    first line of Ray's message is only "Initialization failure from server:")."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def _connect_client(address: str, wait_s: float = CLIENT_WAIT_S) -> None:
+    """`ray.init("ray://…")`, waiting (bounded, and saying so) while the head's Ray Client server
+    is still starting the server it runs for this client."""
+    import ray
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            ray.init(address=address, log_to_driver=False)
+            return
+        except ConnectionAbortedError as exc:
+            reason = client_failure_reason(exc)
+            starting = any(s in str(exc) for s in CLIENT_STARTING)
+            if not starting or time.monotonic() > deadline:
+                raise ClusterError(
+                    f"the Ray Client server at {address} refused this client: {reason}"
+                ) from None
+            left = deadline - time.monotonic()
+            print(
+                f"smoothsweep: the Ray Client server at {address} is still starting this "
+                f"client's server ({reason[:120]}); retrying for up to {left:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(2.0)
 
 
 @contextlib.contextmanager

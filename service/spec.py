@@ -150,6 +150,22 @@ class Asha(Strict):
 
 
 @dataclass(frozen=True)
+class Precision(Strict):
+    """Close a cell once its optimum is known this well: trials_per_cell becomes the cap."""
+
+    ci_ratio: float
+    """the CI of x_opt, high / low, at which a cell has enough trials (e.g. 1.3)"""
+    min_trials: int = 8
+    """finished trials a cell has before its CI is trusted"""
+    x: str | None = None
+    """the parameter whose optimum is meant (default: the searched length scale)"""
+
+    def __post_init__(self) -> None:
+        require(self.ci_ratio > 1, "ci_ratio", "> 1 (CI high / low)", self.ci_ratio)
+        require(self.min_trials >= 3, "min_trials", ">= 3", self.min_trials)
+
+
+@dataclass(frozen=True)
 class Resources(Strict):
     cpu: float = 1.0
     gpu: float = 0.0
@@ -180,6 +196,11 @@ class Spec(Strict):
     asha: Asha | None = None
     resources: Resources = field(default_factory=Resources)
     max_failures: int = 0
+    nuisance: list[str] | None = None
+    """searched parameters the analysis profiles out (default: every one besides the x)"""
+    precision: Precision | None = None
+    pack: int | Literal["auto"] = "auto"
+    """configurations of a cell per Tune trial, trained as one stacked model (1: one each)"""
     overlay: str | None = None
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -201,11 +222,31 @@ class Spec(Strict):
         ok = 0 <= self.sampler_seed < 2**31
         require(ok, "sampler_seed", "in [0, 2**31)", self.sampler_seed)
         require(self.max_failures >= 0, "max_failures", ">= 0", self.max_failures)
+        require(self.pack == "auto" or self.pack >= 1, "pack", ">= 1 or 'auto'", self.pack)
+        searched = sorted(self.search)
+        for name in self.nuisance or []:
+            require(name in self.search, "nuisance", f"a list of searched parameters {searched}",
+                    self.nuisance)  # fmt: skip
+        if self.precision is not None:
+            x = self.precision_x
+            require(x in self.search, "precision.x", f"one of the searched {searched}", x)
+            mt = self.precision.min_trials
+            require(mt <= self.trials_per_cell, "precision.min_trials", "<= trials_per_cell", mt)
         config = self._config()
         declared = self._check_against_config(config)
         mode = self._check_objective(declared)
         if self.objective.mode is None:  # declared by the Config: the spec as run names it
             object.__setattr__(self, "objective", dataclasses.replace(self.objective, mode=mode))
+
+    @property
+    def precision_x(self) -> str | None:
+        """The parameter whose optimum `precision` is about: named, or the length scale."""
+        if self.precision is not None and self.precision.x is not None:
+            return self.precision.x
+        for name in ("sigma_inv", "length_scale", *self.search):
+            if name in self.search:
+                return name
+        return None
 
     def _config(self) -> type[ExperimentConfig]:
         if self.experiment not in trainables.REGISTRY:
@@ -342,6 +383,12 @@ def shipped_specs() -> dict[str, Path]:
     }
 
 
+def spec_experiment(path: Path) -> str | None:
+    """The experiment a spec file names (None when it names none or is not a mapping)."""
+    raw = read_yaml(path)
+    return raw.get("experiment") if isinstance(raw, dict) else None
+
+
 def resolve_path(spec: str | Path) -> Path:
     path = Path(spec)
     if path.is_file():
@@ -423,9 +470,27 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-SPEC_KEYS = {"name", "trials_per_cell", "max_concurrent", "sampler", "sampler_seed", "max_failures"}
+SPEC_KEYS = {
+    "name", "trials_per_cell", "max_concurrent", "sampler", "sampler_seed", "max_failures", "pack",
+    "overlay", "nuisance",
+}  # fmt: skip
 # Spec sections that are mappings: `--set resources.gpu=0.25` sets one field inside them.
 SPEC_SECTIONS = {"resources", "objective", "asha"}
+
+
+def _require_config_field(raw: Mapping[str, Any], key: str, text: str) -> None:
+    """A `--set` key that is neither a spec key nor a field of the spec's experiment: the user's
+    `--set`, not the spec file, is what to fix (an unknown experiment is reported elsewhere)."""
+    name = raw.get("experiment")
+    if not isinstance(name, str) or name not in trainables.REGISTRY:
+        return
+    fields = {f.name for f in dataclasses.fields(trainables.load(name).Config)}
+    if key not in fields:
+        valid = sorted(fields | SPEC_KEYS | {f"{s}.FIELD" for s in SPEC_SECTIONS})
+        raise SpecError(
+            f"`--set {text}`: "
+            + str(unknown_keys([key], valid, f"{name}'s config or the spec", "field", "settable"))
+        )
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], source: str) -> dict[str, Any]:
@@ -449,6 +514,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], source: str) 
                 raise SpecError(f"{source}: `{section}` must be a mapping to set `{key}`")
             out[section] = {**(out.get(section) or {}), field: value}
             continue
+        _require_config_field(out, key, text)
         for role in ("axes", "search"):
             if isinstance(out.get(role), dict):
                 out[role].pop(key, None)

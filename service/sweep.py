@@ -27,6 +27,7 @@ from ray.tune import Callback
 from service import conventions as cv
 from service import ray_shims
 from service.errors import ClusterError, SpecError, SweepError
+from service.packing import num_packs, pack_sizes
 from service.search import StratifiedOptuna
 from service.session import check_capacity, start_ray
 from service.spec import Spec, load_spec
@@ -85,20 +86,41 @@ def run_sweep(
     check_capacity(spec, address)
     record.open(sweep_tags(spec), json.dumps(spec.resolved(), indent=2))
     root.mkdir(parents=True, exist_ok=True)
-    meta = {"name": name, "tracking_uri": uri, "spec": spec.resolved(), "spec_sha256": spec.sha256}
+    sizes = pack_sizes(spec)
+    meta = {
+        "name": name, "tracking_uri": uri, "spec": spec.resolved(), "spec_sha256": spec.sha256,
+        "pack_sizes": sizes,  # resume keeps them: `auto` could choose others on another machine
+        "overlay": overlay.resolved() if overlay is not None else None,  # resume runs it too
+    }  # fmt: skip
     (root / METADATA).write_text(json.dumps(meta, indent=2))
-    tuner = _build_tuner(spec, name, root.parent, record, progress)
-    result = _fit(tuner, spec, name, uri, root, record)
+    tuner = _build_tuner(spec, sizes, name, root.parent, record, progress)
+    result = _fit(tuner, spec, sizes, name, uri, root, record)
+    return _then_overlay(result, record, overlay, storage, address, progress)
+
+
+def _then_overlay(
+    result: SweepResult,
+    record: SweepRecord,
+    overlay: Spec | None,
+    storage: str | Path,
+    address: str | None,
+    progress: bool,
+) -> SweepResult:
+    """After a sweep has finished, its companion `<name>-overlay`: continued when an earlier
+    driver started it, else run; recorded on the sweep's parent run."""
     if overlay is None:
         return result
-    companion = run_sweep(
-        overlay,
-        name=f"{name}-overlay",
-        tracking_uri=uri,
-        storage=storage,
-        address=address,
-        progress=progress,
-    )
+    name = f"{result.name}-overlay"
+    if (_sweep_dir(storage, name) / METADATA).exists():
+        companion = resume_sweep(
+            name, storage=storage, tracking_uri=result.tracking_uri, address=address,
+            progress=progress,
+        )  # fmt: skip
+    else:
+        companion = run_sweep(
+            overlay, name=name, tracking_uri=result.tracking_uri, storage=storage,
+            address=address, progress=progress,
+        )  # fmt: skip
     record.tag(cv.OVERLAY, companion.name)
     errors = result.num_errors + companion.num_errors
     return dataclasses.replace(result, overlay=companion.name, num_errors=errors)
@@ -129,6 +151,7 @@ def resume_sweep(
     except SpecError as exc:
         raise SpecError(f"sweep {name!r} cannot be resumed by this code: {exc}") from None
     uri = tracking_uri or meta["tracking_uri"]
+    sizes = meta.get("pack_sizes") or [1] * len(spec.cells())
     start_ray(address)
     check_capacity(spec, address)
     record = SweepRecord(uri, name).open(sweep_tags(spec))
@@ -138,16 +161,26 @@ def resume_sweep(
         )
     tuner = tune.Tuner.restore(
         str(root),
-        trainable=_trainable(spec),
+        trainable=_trainable(spec, sizes),
         resume_unfinished=True,
         resume_errored=True,
     )
     # The saved callbacks are the first driver's: attach fresh ones that find the existing runs.
     ray_shims.replace_callbacks(tuner, _callbacks(spec, record, progress))
-    return _fit(tuner, spec, name, uri, root, record)
+    result = _fit(tuner, spec, sizes, name, uri, root, record)
+    overlay = load_spec(meta["overlay"]) if meta.get("overlay") else None
+    return _then_overlay(result, record, overlay, storage, address, progress)
 
 
-def _trainable(spec: Spec) -> Any:
+def _in_pack_asha(spec: Spec, sizes: list[int]) -> dict[str, Any] | None:
+    """The spec's ASHA, applied inside packs when they hold several configurations (Tune's own
+    ASHAScheduler stops whole trials, so it serves packs of one)."""
+    if spec.asha is None or max(sizes) == 1:
+        return None
+    return dataclasses.asdict(spec.asha)
+
+
+def _trainable(spec: Spec, sizes: list[int]) -> Any:
     from ray import tune
 
     fn = tune.with_parameters(
@@ -155,36 +188,40 @@ def _trainable(spec: Spec) -> Any:
         experiment=spec.experiment,
         metric=spec.objective.metric,
         mode=spec.objective.mode,
+        asha=_in_pack_asha(spec, sizes),
     )
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     return tune.with_resources(fn, resources)
 
 
 def _callbacks(spec: Spec, record: SweepRecord, progress: bool) -> list[Any]:
-    return [MlflowTracker(record, spec), *([Progress(spec)] if progress else [])]
+    return [MlflowTracker(record, spec), *([Progress(spec, record.sweep)] if progress else [])]
 
 
-def _build_tuner(spec: Spec, name: str, storage: Path, record: SweepRecord, progress: bool) -> Any:
+def _build_tuner(
+    spec: Spec, sizes: list[int], name: str, storage: Path, record: SweepRecord, progress: bool
+) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
     scheduler = None
-    if spec.asha is not None:
+    if spec.asha is not None and _in_pack_asha(spec, sizes) is None:
         scheduler = ASHAScheduler(
             max_t=spec.asha.max_t or 10**9,
             grace_period=spec.asha.grace_period,
             reduction_factor=spec.asha.reduction_factor,
         )
-    search = ConcurrencyLimiter(StratifiedOptuna(spec), max_concurrent=spec.max_concurrent)
+    searcher = StratifiedOptuna(spec, sizes, sweep=name)
+    search = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
     return tune.Tuner(
-        _trainable(spec),
+        _trainable(spec, sizes),
         tune_config=tune.TuneConfig(
             metric=spec.objective.metric,
             mode=spec.objective.mode,
             search_alg=search,
             scheduler=scheduler,
-            num_samples=spec.num_trials,
+            num_samples=num_packs(spec, sizes),
             reuse_actors=True,  # a fresh worker per trial pays the torch import (2-3 s) each time
         ),
         run_config=tune.RunConfig(
@@ -220,7 +257,7 @@ def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
 
 
 def _fit(
-    tuner: Any, spec: Spec, name: str, uri: str, root: Path, record: SweepRecord
+    tuner: Any, spec: Spec, sizes: list[int], name: str, uri: str, root: Path, record: SweepRecord
 ) -> SweepResult:
     interrupted = SweepError(
         f"sweep {name!r} interrupted; continue it with `smoothsweep resume {name}`"
@@ -233,43 +270,82 @@ def _fit(
             raise interrupted from None
     # Tune's own Ctrl-C handling returns normally (and counts the trials it stopped as TERMINATED):
     # the sweep is unfinished when the tracker had to close a trial's run itself, or when the
-    # searcher had not yet made every trial.
-    if record.unfinished or len(results) < spec.num_trials:
+    # searcher had not yet made every trial (a cell's quota, or its precision target).
+    trials = sum(len(cv.member_configs(r.config)) for r in results)  # configurations, not packs
+    searcher = StratifiedOptuna.live.get(name)
+    if searcher is not None:
+        unmade = not searcher.complete
+    else:
+        # Through Ray Client Tune runs the fit in a task on the cluster, searcher and callbacks
+        # included (no searcher suggested here): only the results come back. Short of the quota
+        # means unfinished, unless a precision target may have closed cells early (which only
+        # that searcher knew).
+        unmade = trials < spec.num_trials and spec.precision is None
+    if record.unfinished or unmade:
         record.close("KILLED")
         raise interrupted
-    errors = sum(1 for r in results if r.error is not None)
+    # counted in configurations: an error ends every configuration of its pack
+    errors = sum(len(cv.member_configs(r.config)) for r in results if r.error is not None)
     record.close("FINISHED" if not errors else "FAILED")
-    return SweepResult(name, uri, root, len(results), errors)
+    return SweepResult(name, uri, root, trials, errors)
 
 
 class Progress(Callback):
-    """Prints one line per finished trial: how many are done and the best so far."""
+    """Prints one line per finished configuration: how many are done and the best so far."""
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, sweep: str = "") -> None:
+        self.sweep, self.cells = sweep, spec.cells()
         self.metric, self.mode = spec.objective.metric, spec.objective.mode
         self.total = spec.num_trials
         self.done = 0
         self.best: tuple[float, str] | None = None
         self.start = time.monotonic()
+        self.last: dict[str, dict[str, Any]] = {}  # each configuration's latest metrics
+        self.ended: set[str] = set()
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        size = len(cv.member_configs(trial.config))
+        for index, metrics in (result.get(cv.MEMBERS) or {}).items():
+            key = cv.member_key(trial.trial_id, int(index), size)
+            self.last[key] = metrics
+            status = metrics.get(cv.STATUS)
+            if cv.ended(status):
+                self._finish(key, {"failed": "diverged", "stopped": "stopped"}.get(status, ""))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "diverged" if (trial.last_result or {}).get(DIVERGED) else "")
+        for key in self._keys(trial):
+            self._finish(key, "diverged" if self.last.get(key, {}).get(DIVERGED) else "")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "error")
+        for key in self._keys(trial):
+            self._finish(key, "error")
 
-    def _finish(self, trial: Any, note: str) -> None:
+    @staticmethod
+    def _keys(trial: Any) -> list[str]:
+        size = len(cv.member_configs(trial.config))
+        return [cv.member_key(trial.trial_id, k, size) for k in range(size)]
+
+    def _finish(self, key: str, note: str) -> None:
+        if key in self.ended:
+            return
+        self.ended.add(key)
         self.done += 1
-        value = (trial.last_result or {}).get(self.metric)
+        value = self.last.get(key, {}).get(self.metric)
         better = (lambda a, b: a < b) if self.mode == "min" else (lambda a, b: a > b)
-        if not note and isinstance(value, (int, float)) and math.isfinite(value):
+        if note in ("", "stopped") and isinstance(value, (int, float)) and math.isfinite(value):
             if self.best is None or better(value, self.best[0]):
-                self.best = (value, trial.trial_id)
+                self.best = (value, key)
         shown = f"{value:.4g}" if isinstance(value, (int, float)) else "-"
         best = f"{self.best[0]:.4g} ({self.best[1]})" if self.best else "-"
         elapsed = time.monotonic() - self.start
+        searcher = StratifiedOptuna.live.get(self.sweep)
+        cells = ""
+        if searcher is not None and searcher.precision is not None:
+            cells = " | " + searcher.precision.status(self.cells)
         print(
-            f"[{self.done}/{self.total} trials, {elapsed:.0f}s] {trial.trial_id} "
-            f"{self.metric}={shown}{' ' + note if note else ''} | best {best}",
+            f"[{self.done}/{self.total} trials, {elapsed:.0f}s] {key} "
+            f"{self.metric}={shown}{' ' + note if note else ''} | best {best}{cells}",
             flush=True,
         )

@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -32,7 +30,7 @@ from service import conventions as cv
 from service.errors import connection_cause, tracking_error
 from trainables.artifacts import ARTIFACTS
 from trainables.config import ConfigError
-from trainables.report import DIVERGED, FAILURE_REASON
+from trainables.report import FAILURE_REASON
 
 if TYPE_CHECKING:
     from service.spec import Spec
@@ -42,7 +40,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
 MAX_BATCH = 900  # MLflow accepts 1000 metrics per log_batch call
-FLUSH_EVERY_S = 2.0
+MAX_PARAMS = 100  # and 100 params
+FLUSH_EVERY_S = 10.0  # a live curve in the UI, without a write per report of every configuration
 NOT_METRICS = set(AUTO_RESULT_KEYS) | {"step", "done", "trial_id", "experiment_tag", FAILURE_REASON}
 ARTIFACT_ERROR = cv.PREFIX + "artifact_error"
 LOGGED_STEP = cv.PREFIX + "logged_step"  # last step flushed: a restarted trial skips up to it
@@ -108,6 +107,7 @@ def sweep_tags(spec: Spec) -> dict[str, str]:
         cv.OBJECTIVE_MODE: spec.objective.mode,
         cv.AXES: json.dumps(sorted(spec.axes)),
         cv.SEARCH: json.dumps(spec.search_bounds()),
+        **({cv.NUISANCE: json.dumps(spec.nuisance)} if spec.nuisance is not None else {}),
     }
 
 
@@ -321,16 +321,20 @@ class _TrialRun:
         self.run_id = run_id
         self.logged_step = logged_step
         self.buffer: list[Metric] = []
+        self.params: list[Param] = []  # not yet sent: they go with the first metrics
+        self.replicas: list[Metric] = []  # the latest report's per-replica values, for the end
         self.max_step = logged_step
         self.last_flush = time.monotonic()
         self.closed = False
 
 
 class MlflowTracker(Callback):
-    """Ray Tune callback: one child run per trial under the sweep's parent run.
+    """Ray Tune callback: one child run per configuration under the sweep's parent run.
 
-    From the spec it knows each trial's cell (its axis values) and seeds (what the experiment's
-    Config makes of the trial's config), and the tags every run of the sweep carries.
+    A Tune trial trains a pack of configurations (`service.search`); each is a trial of the sweep
+    in its own right, with its own run, params, metric history, seeds and status, keyed by
+    `cv.member_key` (the Tune trial id in a pack of one). From the spec the tracker knows each
+    configuration's cell (its axis values) and seeds (what the experiment's Config makes of it).
     """
 
     def __init__(self, record: SweepRecord, spec: Spec) -> None:
@@ -344,7 +348,6 @@ class MlflowTracker(Callback):
         self.existing = record.trial_runs()
         self.lost: dict[str, Any] | None = None
         self.outbox = Outbox(record.uri)
-        self.scratch = Path(tempfile.mkdtemp(prefix="smoothsweep-plots-"))  # PNGs awaiting upload
 
     @property
     def client(self) -> MlflowClient:
@@ -362,45 +365,61 @@ class MlflowTracker(Callback):
             # know was started after Ray's last saved state: its trial is lost, and the restored
             # searcher will suggest it again under a new id (see _adopt).
             known = {t.trial_id for t in trials}
-            self.lost = {tid: r for tid, r in self.existing.items() if tid not in known}
+            self.lost = {
+                key: r for key, r in self.existing.items() if key.partition("#")[0] not in known
+            }
         self.outbox.drain()  # between results too, so a returning server gets its backlog soon
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        run = self._ensure_run(trial)
-        # Popped before Tune stores the result, so plot data never bloats Tune's saved state.
-        payloads = result.pop(ARTIFACTS, None)
-        if payloads:
-            self._log_artifacts(run, payloads)
         step = int(result.get("step", result.get("training_iteration", 0)))
-        if step <= run.max_step:
-            # A restarted trial (its node died, or the driver) replays from step 0 with the same
-            # seeds: steps already logged, or still buffered, are not logged twice.
-            return
-        ts = int(time.time() * 1000)
-        run.buffer.extend(Metric(k, v, ts, step) for k, v in metric_items(result))
-        run.max_step = max(run.max_step, step)
-        if len(run.buffer) >= MAX_BATCH or time.monotonic() - run.last_flush > FLUSH_EVERY_S:
-            self._flush(run)
+        for index, metrics in (result.get(cv.MEMBERS) or {}).items():
+            run = self._ensure_run(trial, int(index))
+            # Popped before Tune stores the result, so plot data never bloats Tune's saved state.
+            payloads = metrics.pop(ARTIFACTS, None)
+            if run.closed:
+                continue  # a pack that Ray restarted replays a configuration that already ended
+            if payloads:
+                self._log_artifacts(run, payloads)
+            if step > run.max_step:
+                # A restarted trial (its node died, or the driver) replays from step 0 with the
+                # same seeds: steps already logged, or still buffered, are not logged twice.
+                ts = int(time.time() * 1000)
+                means, each = [], []
+                for k, v in metric_items(metrics):
+                    (each if "/" in k else means).append(Metric(k, v, ts, step))
+                run.buffer.extend(means)
+                # Each replica's values (`test_mse/r3`) are logged once, as the run ends: the
+                # history is the mean's, and R + 1 times fewer metrics keep every write cheap.
+                run.replicas = each
+                run.max_step = step
+                stale = time.monotonic() - run.last_flush > FLUSH_EVERY_S
+                if len(run.buffer) >= MAX_BATCH or stale:
+                    self._flush(run)
+            status = metrics.get(cv.STATUS)
+            if status == "failed":
+                self._close(run, "FAILED", str(metrics.get(FAILURE_REASON, "diverged")))
+            elif status == "stopped":
+                self._close(run, "FINISHED", stopped=f"step {step}")
+            elif status == "finished":
+                self._close(run, "FINISHED")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = trial.last_result or {}
-        if result.get(DIVERGED):
-            reason = str(result.get(FAILURE_REASON, "diverged"))
-            self._close(trial, "FAILED", reason)
-        else:
-            self._close(trial, "FINISHED")
+        for run in self._pack_runs(trial):
+            self._close(run, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial, "FAILED", error_line(trial))
+        for run in self._pack_runs(trial):
+            self._close(run, "FAILED", error_line(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         for trial in trials:
-            run = self.runs.get(trial.trial_id)
-            if run is not None and not run.closed:
-                self._close(trial, "KILLED", "the sweep ended before this trial did")
-                self.record.unfinished += 1
+            for k in range(len(cv.member_configs(trial.config))):
+                run = self.runs.get(self._key(trial, k))
+                if run is not None and not run.closed:
+                    self._close(run, "KILLED", "the sweep ended before this trial did")
+                    self.record.unfinished += 1
         reason = "lost: the driver died before Ray saved this trial; it was not re-run"
         for found in (self.lost or {}).values():
             if found.info.status == "RUNNING":
@@ -410,50 +429,56 @@ class MlflowTracker(Callback):
                 )
                 self._call(lambda rid=rid: self.client.set_terminated(rid, "KILLED"), "end a run")
         self.outbox.drain(block=True)  # the sweep is not over until MLflow has all of it
-        shutil.rmtree(self.scratch, ignore_errors=True)
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    def _ensure_run(self, trial: Any) -> _TrialRun:
-        tid = trial.trial_id
-        if tid in self.runs:
-            return self.runs[tid]
-        found = self.existing.get(tid) or self._adopt(trial)
+    @staticmethod
+    def _key(trial: Any, index: int) -> str:
+        return cv.member_key(trial.trial_id, index, len(cv.member_configs(trial.config)))
+
+    def _pack_runs(self, trial: Any) -> list[_TrialRun]:
+        """The runs of every configuration of a pack (created for those that never reported)."""
+        return [self._ensure_run(trial, k) for k in range(len(cv.member_configs(trial.config)))]
+
+    def _ensure_run(self, trial: Any, index: int) -> _TrialRun:
+        key = self._key(trial, index)
+        if key in self.runs:
+            return self.runs[key]
+        config = cv.member_configs(trial.config)[index]
+        found = self.existing.get(key) or self._adopt(key, config)
         if found is not None:
             run = _TrialRun(found.info.run_id, int(found.data.tags.get(LOGGED_STEP, "0")))
-            if found.info.status != "RUNNING":
+            if found.info.status == "FINISHED":
+                # A configuration that ended within a pack Ray re-runs: its record is complete.
+                run.closed = True
+            elif found.info.status != "RUNNING":
                 self._call(
                     lambda: self.client.update_run(run.run_id, status="RUNNING"), "reopen a run"
                 )
                 if cv.FAILURE_REASON in found.data.tags:  # why it stopped no longer holds
                     self._call(lambda: self.client.delete_tag(run.run_id, cv.FAILURE_REASON), "tag")
         else:
-            config = dict(trial.config)
             tags = {
                 **self.tags,
                 cv.ROLE: cv.ROLE_TRIAL,
                 cv.PARENT_RUN_ID: self.record.parent_run_id,
-                cv.TRIAL_ID: tid,
+                cv.TRIAL_ID: key,
+                cv.PACK_ID: trial.trial_id,
                 cv.CELL: cv.cell_label({a: config[a] for a in self.axes if a in config}),
                 cv.CONFIG: cv.dumps(config),
                 **self._seed_tags(config),
             }
             run = _TrialRun(None, 0)  # its id arrives when the create is sent (see Outbox)
+            name = str(trial) if key == trial.trial_id else f"{trial}#{index}"
 
-            def create(run: _TrialRun = run, name: str = str(trial)) -> None:
+            def create(run: _TrialRun = run, name: str = name) -> None:
                 made = self.client.create_run(self.record.experiment_id, run_name=name, tags=tags)
                 run.run_id = made.info.run_id
 
             self._call(create, "create a trial run")
-            params = [Param(k, str(v)[:6000]) for k, v in sorted(config.items())]
-            for i in range(0, len(params), 100):  # MLflow takes 100 params per batch
-                self._call(
-                    lambda chunk=params[i : i + 100]: self.client.log_batch(
-                        run.run_id, params=chunk
-                    ),
-                    "log params",
-                )
-        self.runs[tid] = run
+            # sent with the first metrics (one write less per configuration: 7 ms on SQLite)
+            run.params = [Param(k, str(v)[:6000]) for k, v in sorted(config.items())]
+        self.runs[key] = run
         return run
 
     def _seed_tags(self, config: Mapping[str, Any]) -> dict[str, str]:
@@ -465,27 +490,27 @@ class MlflowTracker(Callback):
             return {}
         return {cv.SEED: str(seeds[0]), cv.SEEDS: ",".join(map(str, seeds))}
 
-    def _adopt(self, trial: Any) -> Any:
-        """A lost run with this trial's exact config: the same trial, re-suggested after a resume.
+    def _adopt(self, key: str, config: Mapping[str, Any]) -> Any:
+        """A lost run with this configuration's exact config: the same configuration, suggested
+        again after a resume.
 
         The restored searcher replays its random state, so it usually suggests a lost trial's
         config again; continuing that run (same seeds, so the same values) keeps one run per trial.
         """
-        config = cv.dumps(dict(trial.config))
-        for tid, found in list((self.lost or {}).items()):
-            if found.data.tags.get(cv.CONFIG) == config:
-                del self.lost[tid]
-                rid, new = found.info.run_id, trial.trial_id
-                self._call(
-                    lambda rid=rid, new=new: self.client.set_tag(rid, cv.TRIAL_ID, new), "re-tag"
-                )
+        wanted = cv.dumps(dict(config))
+        for old, found in list((self.lost or {}).items()):
+            if found.data.tags.get(cv.CONFIG) == wanted:
+                del self.lost[old]
+                rid = found.info.run_id
+                self._call(lambda rid=rid: self.client.set_tag(rid, cv.TRIAL_ID, key), "re-tag")
                 return found
         return None
 
     def _log_artifacts(self, run: _TrialRun, payloads: Mapping[str, Any]) -> None:
-        """Each payload as JSON and, rendered, as PNG; a bad payload is noted, never fatal."""
-        from service.plots import render_artifact
-
+        """Each payload as JSON on the trial's run. Rendering a PNG takes ~0.15 s, which on the
+        driver would cost every trial of a sweep of small trials more than its training does; the
+        sweep's best configurations get theirs when it ends (`service.report.render_best_plots`),
+        any other on demand (`smoothsweep plots`)."""
         for name, payload in payloads.items():
             self._call(
                 lambda name=name, payload=payload: self.client.log_dict(
@@ -493,31 +518,16 @@ class MlflowTracker(Callback):
                 ),
                 "log a plot's data",
             )
-            # The PNG waits in the scratch dir until sent: the outbox may hold it for a while.
-            folder = Path(tempfile.mkdtemp(dir=self.scratch))
-            try:
-                png = render_artifact(payload, folder / f"{name}.png")
-            except (ValueError, KeyError, TypeError) as exc:
-                note = f"{name}: {exc}"[:500]
-                self._call(
-                    lambda note=note: self.client.set_tag(run.run_id, ARTIFACT_ERROR, note), "tag"
-                )
-                continue
-
-            def upload(png: Path = png) -> None:
-                self.client.log_artifact(run.run_id, str(png))
-                shutil.rmtree(png.parent, ignore_errors=True)
-
-            self._call(upload, "log a plot")
 
     def _flush(self, run: _TrialRun) -> None:
-        while run.buffer:
+        while run.buffer or run.params:
             chunk, rest = run.buffer[:MAX_BATCH], run.buffer[MAX_BATCH:]
-            step = max(m.step for m in chunk)
-            tags = [RunTag(LOGGED_STEP, str(step))]
+            params, run.params = run.params[:MAX_PARAMS], run.params[MAX_PARAMS:]
+            step = max((m.step for m in chunk), default=run.logged_step)
+            tags = [RunTag(LOGGED_STEP, str(step))] if chunk else []
             self._call(
-                lambda chunk=chunk, tags=tags: self.client.log_batch(
-                    run.run_id, metrics=chunk, tags=tags
+                lambda chunk=chunk, params=params, tags=tags: self.client.log_batch(
+                    run.run_id, metrics=chunk, params=params, tags=tags
                 ),
                 "log metrics",
             )
@@ -525,14 +535,17 @@ class MlflowTracker(Callback):
             run.logged_step = step
         run.last_flush = time.monotonic()
 
-    def _close(self, trial: Any, status: str, reason: str = "") -> None:
-        run = self._ensure_run(trial)
+    def _close(self, run: _TrialRun, status: str, reason: str = "", stopped: str = "") -> None:
         if run.closed:
             return
+        run.buffer.extend(run.replicas)
+        run.replicas = []
         self._flush(run)
         if reason:
             note = reason[:5000]
             self._call(lambda: self.client.set_tag(run.run_id, cv.FAILURE_REASON, note), "tag")
+        if stopped:
+            self._call(lambda: self.client.set_tag(run.run_id, cv.STOPPED_EARLY, stopped), "tag")
         self._call(lambda: self.client.set_terminated(run.run_id, status=status), "end a run")
         run.closed = True
 

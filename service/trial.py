@@ -10,42 +10,102 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from service.conventions import MEMBERS, STATUS, member_configs
+from trainables import packing
 from trainables.report import DIVERGED
 
 GPU_PEAK = "gpu_memory_peak_mib"
 
 
-class TuneReporter:
-    """Adapts the trainables' `report(step, metrics)` to `ray.tune.report`.
+class RungRule:
+    """ASHA's rule inside a pack: at each rung, a configuration goes on only if it is among the
+    best 1/reduction_factor of the configurations that reached that rung so far.
 
-    A diverged trial reports its objective as the worst possible value: Optuna then learns that the
-    region is bad (a failed trial would be ignored by TPE), and MLflow still marks the run FAILED.
-    An objective the experiment declares final (measured only at the last evaluation) is absent
-    from the reports before it, and stays absent: the searcher and scheduler wait for it.
+    Rungs are counted in reports (evaluations): `grace_period`, then × `reduction_factor` each
+    time, as Ray's ASHAScheduler counts them; `max_t` reports end a configuration. In a stacked
+    pack every configuration reaches a rung at the same step and they are ranked together; in a
+    pack run one after another they arrive in turn, ranked against those before (as ASHA ranks
+    trials that arrive asynchronously).
     """
 
-    def __init__(self, metric: str, mode: str, device: str = "cpu") -> None:
-        self.metric = metric
+    def __init__(
+        self, mode: str, grace_period: int, reduction_factor: float, max_t: int | None = None
+    ) -> None:
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.grace, self.factor, self.max_t = grace_period, reduction_factor, max_t
+        self.recorded: dict[int, list[float]] = {}  # rung (in reports) -> values seen there
+
+    def is_rung(self, reports: int) -> bool:
+        rung = self.grace
+        while rung < reports:
+            rung = math.ceil(rung * self.factor)
+        return rung == reports
+
+    def stops(self, reports: int, values: Mapping[int, float]) -> set[int]:
+        """Which of these configurations (index -> objective at this report) stop here."""
+        if self.max_t is not None and reports >= self.max_t:
+            return set(values)
+        if not self.is_rung(reports) or not values:
+            return set()
+        seen = self.recorded.setdefault(reports, [])
+        seen.extend(self.sign * v for v in values.values())
+        keep = max(1, math.ceil(len(seen) / self.factor))
+        cutoff = sorted(seen)[keep - 1]
+        return {k for k, v in values.items() if self.sign * v > cutoff}
+
+
+class PackReporter:
+    """Adapts a pack's reports, `{k: metrics}` per evaluation, to `ray.tune.report`.
+
+    The Tune result carries each configuration's metrics under `cv.MEMBERS`, with its status when it
+    ends there: "failed" (its loss turned non-finite), "stopped" (by the pack's `RungRule`) or
+    "finished". A failed configuration reports its objective as the worst possible value: Optuna
+    then learns that the region is bad (a failed trial would be ignored by TPE). An objective the
+    experiment declares final (measured only at the last evaluation) is absent from the reports
+    before it, and stays absent: the searcher waits for it. The result's own objective is the best
+    of the pack's, for Tune's bookkeeping (and for Tune's ASHA, which runs packs of one).
+    """
+
+    def __init__(
+        self, metric: str, mode: str, device: str = "cpu", rule: RungRule | None = None
+    ) -> None:
+        self.metric, self.mode = metric, mode
         self.worst = math.inf if mode == "min" else -math.inf
         self.on_gpu = device.startswith("cuda")
+        self.rule = rule
+        self.reports = 0
 
-    def __call__(self, step: int, metrics: Mapping[str, Any]) -> bool:
+    def __call__(self, step: int, reports: Mapping[int, Mapping[str, Any]]) -> set[int]:
         from ray import tune
 
-        out = dict(metrics)
-        out["step"] = step
+        self.reports += 1
+        members, values = {}, {}
+        for k, metrics in reports.items():
+            out = dict(metrics)
+            value = out.get(self.metric)
+            # A diverged run stops before its final evaluation: a final-only objective is missing.
+            if self.metric in out or out.get(DIVERGED):
+                if not isinstance(value, (int, float)) or not math.isfinite(value):
+                    out[self.metric] = value = self.worst
+                values[k] = float(value)
+            if DIVERGED in out:
+                out[STATUS] = "failed" if out[DIVERGED] else "finished"
+            members[str(k)] = out
+        running = {k: v for k, v in values.items() if STATUS not in members[str(k)]}
+        stop = self.rule.stops(self.reports, running) if self.rule is not None else set()
+        for k in stop:
+            members[str(k)][STATUS] = "stopped"
+        result: dict[str, Any] = {"step": step, MEMBERS: members}
+        if values:
+            best = min if self.mode == "min" else max
+            result[self.metric] = best(values.values())
         if self.on_gpu:
             # What a user needs to size `resources.gpu`: the most this trial has held so far.
             import torch
 
-            out[GPU_PEAK] = torch.cuda.max_memory_allocated() / 2**20
-        value = out.get(self.metric)
-        # A diverged run stops before its final evaluation: a final-only objective is missing then.
-        if self.metric in out or out.get(DIVERGED):
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                out[self.metric] = self.worst
-        tune.report(out)
-        return False  # Tune stops a trial itself (scheduler decisions end the function)
+            result[GPU_PEAK] = torch.cuda.max_memory_allocated() / 2**20
+        tune.report(result)
+        return stop
 
 
 def trial_device(assigned: Mapping[str, float], cuda_available: bool) -> tuple[str, float | None]:
@@ -68,16 +128,23 @@ def trial_device(assigned: Mapping[str, float], cuda_available: bool) -> tuple[s
     return "cuda", (gpus if gpus < 1 else None)
 
 
-def run_trial(config: dict[str, Any], experiment: str, metric: str, mode: str) -> None:
-    """The function trainable: one trial, all its replicas, on the device Ray assigned."""
+def run_trial(
+    config: dict[str, Any],
+    experiment: str,
+    metric: str,
+    mode: str,
+    asha: Mapping[str, Any] | None = None,
+) -> None:
+    """The function trainable: one pack, all its configurations and their replicas, on the device
+    Ray assigned; `asha` (the spec's, for packs of several) stops the worst at each rung."""
     import ray
     import torch
-
-    import trainables
 
     assigned = ray.get_runtime_context().get_assigned_resources()
     torch.set_num_threads(max(1, int(assigned.get("CPU", 1))))
     device, fraction = trial_device(assigned, torch.cuda.is_available())
     if fraction is not None:
         torch.cuda.set_per_process_memory_fraction(fraction, torch.cuda.current_device())
-    trainables.load(experiment).run(config, TuneReporter(metric, mode, device), device=device)
+    rule = RungRule(mode, **asha) if asha is not None else None
+    reporter = PackReporter(metric, mode, device, rule)
+    packing.run_pack(experiment, member_configs(config), reporter, device)

@@ -160,17 +160,17 @@ def loss_surface(
 
 
 def surface_plot(
-    model: nn.Module, data: engine.Data, final: engine.Measured, cfg: Config
+    model: nn.Module, data: engine.Data, final: engine.Measured, replica: int, cfg: Config
 ) -> dict[str, Any]:
-    """Replica 0's loss surface, with its training points when the training set is finite."""
+    """One replica's loss surface, with its training points when the training set is finite."""
     axis, z = loss_surface(model, cfg.operation, cfg.grid_size)
     points = None
     if not cfg.fresh_batches:
-        train = data["train"].x[0].cpu()
+        train = data["train"].x[replica].cpu()
         points = {"x": train[:, 0].tolist(), "y": train[:, 1].tolist()}
-    title = f"log10 squared error, {cfg.operation} on the {cfg.domain} (replica 0)"
+    title = f"log10 squared error, {cfg.operation} on the {cfg.domain} (seed {cfg.seeds[replica]})"
     surface = artifacts.surface(
-        axis.tolist(), axis.tolist(), z[0].numpy(), title=title, z_label="log10 error",
+        axis.tolist(), axis.tolist(), z[replica].numpy(), title=title, z_label="log10 error",
         points=points,
     )  # fmt: skip
     return {"loss_surface": surface}

@@ -184,19 +184,25 @@ def sweep_curves(
 
 
 def sweep_plots(
-    model: ReplicaMLP, data: engine.Data, final: engine.Measured, cfg: Config, bases: int = 8
+    model: ReplicaMLP,
+    data: engine.Data,
+    final: engine.Measured,
+    replica: int,
+    cfg: Config,
+    bases: int = 8,
 ) -> dict[str, Any]:
-    """Per-variable sweep curves of replica 0 against the polynomial (paper 003 B, steps 6-7)."""
+    """One replica's per-variable sweep curves against the polynomial (paper 003 B, steps 6-7)."""
     monomials = monomials_for(cfg.polynomial, cfg.scramble_seed)
     curves = sweep_curves(model, monomials, sweep_bases(cfg.seeds[0], bases))
     grid = curves["grid"].tolist()
+    seed = cfg.seeds[replica]
     series = {}
     for i in range(VARIABLES):
-        series[f"x{i + 1} model"] = (grid, curves["model"][0, i].tolist())
+        series[f"x{i + 1} model"] = (grid, curves["model"][replica, i].tolist())
         series[f"x{i + 1} target"] = (grid, curves["target"][i].tolist())
     return {
         "variable_sweeps": artifacts.curves(
-            series, title=f"{cfg.polynomial}: mean over {bases} base points (replica 0)",
+            series, title=f"{cfg.polynomial}: mean over {bases} base points (seed {seed})",
             x_label="x_i (others at the base points)", y_label="value",
             dashed=[k for k in series if k.endswith("target")],
             colors={k: int(k[1]) - 1 for k in series},

@@ -173,6 +173,10 @@ class ExperimentConfig(Strict):
         hints = typing.get_type_hints(cls)
         return tuple(f.name for f in dataclasses.fields(cls) if is_per_replica(hints[f.name]))
 
+    def noise_floor(self, metric: str) -> float | None:
+        """The lowest value a metric can take in expectation (label noise), where it is known."""
+        return None
+
     def metrics(self) -> dict[str, Any]:
         """What a run with this config reports: metric name -> `trainables.report.Metric`.
 

@@ -128,14 +128,16 @@ def evaluate(model: ReplicaMLP, data: engine.Data) -> engine.Measured:
 
 
 def plots(
-    model: ReplicaMLP, data: engine.Data, final: engine.Measured, cfg: Config
+    model: ReplicaMLP, data: engine.Data, final: engine.Measured, replica: int, cfg: Config
 ) -> dict[str, Any]:
-    """Replica 0's test accuracy against noise std and ε (Fig. 5's curves)."""
-    label = robustness.replica_label(cfg)
-    return robustness.curves(cfg, final, label=label, title=f"test accuracy ({cfg.activation})")
+    """One replica's test accuracy against noise std and ε (Fig. 5's curves)."""
+    label = robustness.replica_label(cfg, replica)
+    title = f"test accuracy ({cfg.activation})"
+    return robustness.curves(cfg, final, replica, label=label, title=title)
 
 
-def make_task(cfg: Config, images: Images) -> engine.Task:
+def make_task(cfg: Config, images: Images | None = None) -> engine.Task:
+    images = load_images(cfg) if images is None else images
     data = make_data(cfg, images)
     return engine.Task(
         make_model(cfg, images.x.shape[-1]),
@@ -152,4 +154,4 @@ def run(
     config: Mapping[str, Any], report: Reporter = no_report, device: str | None = None
 ) -> dict[str, Any]:
     cfg = Config.from_mapping(config)
-    return engine.run(cfg, make_task(cfg, load_images(cfg)), report, device)
+    return engine.run(cfg, make_task(cfg), report, device)

@@ -10,7 +10,7 @@ lets a fix or a speed-up reach every experiment at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -124,8 +124,9 @@ class Task:
     `evaluate(model, data)` and `final_evaluate(model, data)` return per-replica values; `data` is
     the task's splits on the device, plus the step's training batch under `LAST_BATCH`.
     `final_evaluate` adds what is too costly for every evaluation (robustness under attack, say) to
-    the last one. `grad_probe(model)` runs on the gradients of each evaluation step. `artifacts`
-    receives the final per-replica metrics too, and returns plot data (`trainables.artifacts`).
+    the last one. `grad_probe(model)` runs on the gradients of each evaluation step.
+    `artifacts(model, data, final, replica)` returns plot data (`trainables.artifacts`) of one
+    replica (the first of its configuration), with the final per-replica metrics at hand.
     """
 
     model: nn.Module
@@ -135,7 +136,7 @@ class Task:
     batches: BatchSource = FullBatch()
     final_evaluate: Callable[[nn.Module, Data], Measured] | None = None
     grad_probe: Callable[[nn.Module], Measured] | None = None
-    artifacts: Callable[[nn.Module, Data, Measured], dict[str, Any]] | None = None
+    artifacts: Callable[[nn.Module, Data, Measured, int], dict[str, Any]] | None = None
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -153,6 +154,31 @@ def run(
     reported as the final metrics (never an exception: a diverging trial is a result of the sweep,
     not a crash of it). Returns the last report's metrics.
     """
+    whole = slice(0, cfg.replicas)
+    (metrics,) = run_groups(
+        cfg, task, lambda step, groups: [0] if report(step, groups[0]) else [], device, [whole]
+    )
+    return metrics
+
+
+GroupReporter = Callable[[int, Mapping[int, dict[str, Any]]], Iterable[int]]
+
+
+def run_groups(
+    cfg: TrainingConfig,
+    task: Task,
+    report: GroupReporter,
+    device: str | torch.device | None,
+    groups: Sequence[slice],
+) -> list[dict[str, Any]]:
+    """Train groups of replicas (the configurations of a packed trial) as one stacked model.
+
+    Each group is summarised and reported on its own: `report(step, {group: metrics})` at every
+    evaluation, for the groups still training; it returns the groups to stop there (an early
+    stopping rule). A group whose loss turns non-finite reports its reason once and stops; a
+    stopped group's replicas stop updating, and the other groups train on exactly as if it were not
+    there (updates and losses are per replica). Returns each group's last metrics.
+    """
     dev = pick_device(device)
     model = task.model.to(dev)
     data = {k: v.to(dev) for k, v in task.data.items()}
@@ -167,8 +193,9 @@ def run(
         decay_every=cfg.decay_every,
     )
     steps, every = cfg.num_steps, cfg.eval_period
+    active = dict(enumerate(groups))
+    last_metrics: list[dict[str, Any]] = [{} for _ in groups]
     finite = None  # accumulated on the device; read only at evaluations to avoid a sync a step
-    metrics: dict[str, Any] = {}
     for step in range(1, steps + 1):
         x, y = draw(step)
         loss = task.loss(model(x), y)
@@ -182,27 +209,33 @@ def run(
         optimizer.step()
         if not evaluating:
             continue
-        bad = (~finite).nonzero().flatten().tolist()
+        bad = set((~finite).nonzero().flatten().tolist())
         last = step == steps
         seen = {**data, LAST_BATCH: Split(x, y)}
         measured = {**task.evaluate(model, seen), **probed}
         if last and task.final_evaluate is not None:
             measured.update(task.final_evaluate(model, seen))
-        metrics = summarise(measured)
-        if bad:
-            lrs = ", ".join(f"{cfg.each('lr')[r]:g}" for r in bad)
-            reason = f"non-finite loss in replica(s) {bad} by step {step} (lr={lrs})"
-            metrics.update(diverged(reason))
-            report(step, metrics)
-            return metrics
-        if last:
-            metrics[DIVERGED] = 0.0
-            if task.artifacts is not None:
-                with torch.no_grad():
-                    metrics[ARTIFACTS] = task.artifacts(model, seen, measured)
-        if report(step, metrics):
-            return metrics
-    return metrics
+        reports, ended = {}, []
+        for g, rows in active.items():
+            metrics = summarise({k: v[rows] for k, v in measured.items()})
+            failed = sorted(r - rows.start for r in bad if rows.start <= r < rows.stop)
+            if failed:
+                lrs = ", ".join(f"{cfg.each('lr')[rows.start + r]:g}" for r in failed)
+                reason = f"non-finite loss in replica(s) {failed} by step {step} (lr={lrs})"
+                metrics.update(diverged(reason))
+                ended.append(g)
+            elif last:
+                metrics[DIVERGED] = 0.0
+                if task.artifacts is not None:
+                    with torch.no_grad():
+                        metrics[ARTIFACTS] = task.artifacts(model, seen, measured, rows.start)
+            reports[g] = last_metrics[g] = metrics
+        ended.extend(g for g in report(step, reports) if g in active)
+        for g in set(ended):
+            optimizer.freeze(active.pop(g))
+        if not active:
+            break
+    return last_metrics
 
 
 def batch_source(

@@ -107,6 +107,10 @@ class Config(SinusoidData):
             diagnostics=[*(f"{p}_std" for p in places), *fits],
         )
 
+    def noise_floor(self, metric: str) -> float | None:
+        # the arithmetic sets are noiseless: nothing but the model's error there
+        return super().noise_floor(metric) if self.dataset == "sinusoid" else None
+
     @property
     def noise_variance(self) -> float:
         if self.alpha is not None:

@@ -59,6 +59,13 @@ class ReplicaOptimizer:
         self.lr_decay, self.decay_every = lr_decay, decay_every
         self.steps = 0
         self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
+        self.frozen: Tensor | None = None  # [R] bool: replicas that no longer update
+
+    def freeze(self, replicas: slice) -> None:
+        """Stop updating these replicas (a configuration that diverged or was stopped early)."""
+        if self.frozen is None:
+            self.frozen = torch.zeros(len(self.lr), dtype=torch.bool, device=self.lr.device)
+        self.frozen[replicas] = True
 
     def current_lr(self) -> Tensor:
         """The learning rate of the next step, per replica [R] (float64)."""
@@ -80,7 +87,11 @@ class ReplicaOptimizer:
             if self.decay_l2:
                 grad = grad + self.weight_decay.view(shape) * p
             update = getattr(self, f"_{self.kind}")(grad, state)
-            p.sub_(lr.view(shape).to(p.dtype) * update)
+            step = lr.view(shape).to(p.dtype) * update
+            if self.frozen is None:
+                p.sub_(step)
+            else:  # a frozen replica's update may be NaN: select, never multiply by zero
+                p.copy_(torch.where(self.frozen.view(shape), p, p - step))
 
     def _adam(self, grad: Tensor, state: dict[str, Tensor]) -> Tensor:
         beta1, beta2 = ADAM_BETAS

@@ -125,19 +125,21 @@ def evaluate(
 def curves(
     cfg: RobustnessConfig,
     final: engine.Measured,
+    replica: int = 0,
     *,
     label: str,
     title: str = "test accuracy",
     clean: str = "test_acc",
 ) -> dict[str, Any]:
-    """Replica 0's accuracy against perturbation size, its clean accuracy (`final[clean]`) at size 0
-    (paper 000 Fig. 5's curves): one artifact per kind of perturbation with sizes configured."""
+    """One replica's accuracy against perturbation size, its clean accuracy (`final[clean]`) at
+    size 0 (paper 000 Fig. 5's curves): one artifact per kind of perturbation configured."""
     out = {}
     for p in PERTURBATIONS:
         sizes = sorted(getattr(cfg, p.sizes))
         if not sizes:
             continue
-        ys = [float(final[clean][0]), *(float(final[metric_name(p.prefix, s)][0]) for s in sizes)]
+        ys = [float(final[clean][replica])]
+        ys += [float(final[metric_name(p.prefix, s)][replica]) for s in sizes]
         out[p.curve] = artifacts.curves(
             {label: ([0.0, *sizes], ys)}, title=title, x_label=p.x_label, y_label="accuracy"
         )

@@ -133,34 +133,35 @@ def gradient_sparsity(model: ReplicaMLP) -> engine.Measured:
 
 
 @torch.no_grad()
-def boundary_plot(model: ReplicaMLP, test: Split) -> dict[str, Any]:
-    """Replica 0's P(class 1) over the plane with its test points (only without codimension)."""
+def boundary_plot(model: ReplicaMLP, test: Split, replica: int = 0) -> dict[str, Any]:
+    """One replica's P(class 1) over the plane with its test points (only without codimension)."""
     if test.x.shape[-1] != 2:
         return {}
-    lim = float(test.x[0].abs().max()) * 1.1
+    r = replica
+    lim = float(test.x[r].abs().max()) * 1.1
     axis = torch.linspace(-lim, lim, 80, device=test.x.device)
     gx, gy = torch.meshgrid(axis, axis, indexing="xy")
     grid = torch.stack([gx.flatten(), gy.flatten()], dim=1)
-    logits = model(grid.expand(model.replicas, -1, -1))[0]
+    logits = model(grid.expand(model.replicas, -1, -1))[r]
     prob = torch.softmax(logits, dim=-1)[:, 1].view(80, 80)
-    points = {"x": test.x[0, :, 0], "y": test.x[0, :, 1], "c": test.y[0].double()}
+    points = {"x": test.x[r, :, 0], "y": test.x[r, :, 1], "c": test.y[r].double()}
     return {
         "decision_boundary": artifacts.surface(
-            axis.tolist(), axis.tolist(), prob.tolist(), title="P(class 1), replica 0",
+            axis.tolist(), axis.tolist(), prob.tolist(), title=f"P(class 1), replica {r}",
             z_label="P(class 1)", points={k: v.tolist() for k, v in points.items()},
         )
     }  # fmt: skip
 
 
 def plots(
-    model: ReplicaMLP, data: engine.Data, final: engine.Measured, cfg: Config
+    model: ReplicaMLP, data: engine.Data, final: engine.Measured, replica: int, cfg: Config
 ) -> dict[str, Any]:
-    """Replica 0's decision boundary, and its test accuracy against noise std and ε."""
-    label = robustness.replica_label(cfg)
+    """One replica's decision boundary, and its test accuracy against noise std and ε."""
+    label = robustness.replica_label(cfg, replica)
     title = f"test accuracy ({cfg.activation})"
     return {
-        **boundary_plot(model, data["test"]),
-        **robustness.curves(cfg, final, label=label, title=title),
+        **boundary_plot(model, data["test"], replica),
+        **robustness.curves(cfg, final, replica, label=label, title=title),
     }
 
 

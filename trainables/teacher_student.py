@@ -214,19 +214,23 @@ def evaluate(student: ReplicaMLP, data: engine.Data, teacher: ReplicaMLP) -> eng
 
 
 def weight_histograms(
-    student: ReplicaMLP, data: engine.Data, final: engine.Measured, teacher: ReplicaMLP
+    student: ReplicaMLP,
+    data: engine.Data,
+    final: engine.Measured,
+    replica: int,
+    teacher: ReplicaMLP,
 ) -> dict[str, Any]:
-    """Replica 0's weight and bias distributions, student against teacher (shared bins)."""
+    """One replica's weight and bias distributions, student against teacher (shared bins)."""
     out = {}
     for kind in ("weight", "bias"):
         samples = [
-            torch.cat([getattr(layer, kind)[0].flatten() for layer in model.layers])
+            torch.cat([getattr(layer, kind)[replica].flatten() for layer in model.layers])
             for model in (student, teacher)
         ]
         edges, (s_heights, t_heights) = probes.shared_histograms(samples, bins=40)
         out[f"{kind}_histogram"] = artifacts.histogram(
             edges.tolist(), {"student": s_heights.tolist(), "teacher": t_heights.tolist()},
-            title=f"{kind} distribution (replica 0)", x_label=kind,
+            title=f"{kind} distribution (replica {replica})", x_label=kind,
         )  # fmt: skip
     return out
 

@@ -77,6 +77,31 @@ start_worker() {
   echo "$name" >>"$dir/nodes"
 }
 
+# Ready means a Ray Client can connect: the proxy on the head starts a server per client, and the
+# first start after `ray start` (cold imports, the runtime-env agent coming up) is the slow one.
+# Probing here makes that start ours, not a user's first `--address ray://` (issue: "Initialization
+# failure from server" on a fresh cluster); a probe that fails names the logs that say why.
+client_ready() {
+  local limit=${RAY_CLIENT_READY_S:-120} deadline=$((SECONDS + ${RAY_CLIENT_READY_S:-120}))
+  until python3 - "$RAY_CLIENT_PORT" >>"$dir/client-probe.log" 2>&1 <<'PY'
+import sys
+
+import ray
+
+ray.init(f"ray://127.0.0.1:{sys.argv[1]}", log_to_driver=False)
+ray.shutdown()
+PY
+  do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "ray-cluster.sh: no Ray Client could connect to ray://127.0.0.1:$RAY_CLIENT_PORT in" \
+        "$limit s; see $dir/client-probe.log and $dir/head/session_latest/logs/ray_client_server*.err" >&2
+      tail -3 "$dir/client-probe.log" >&2
+      exit 1
+    fi
+    sleep 2
+  done
+}
+
 pids_of() {  # processes whose command line names this path, and all their descendants
   ps -ww -eo pid=,ppid=,args= | awk -v p="$1" '
     { parent[$1] = $2; if (index($0, p) && !/awk/) hit[$1] = 1 }
@@ -119,6 +144,7 @@ case "$cmd" in
     echo head >>"$dir/nodes"
     echo "$RAY_PORT $RAY_CLIENT_PORT" >"$dir/ports"
     for i in $(seq 1 "$workers"); do start_worker "worker$i" "$i"; done
+    client_ready
     echo "ray: 127.0.0.1:$RAY_PORT"
     echo "jobs: http://127.0.0.1:$RAY_DASHBOARD_PORT"
     echo "client: ray://127.0.0.1:$RAY_CLIENT_PORT"

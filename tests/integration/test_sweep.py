@@ -74,6 +74,14 @@ def test_runs_carry_reproduction_tags_params_and_metric_curves(smoke):
         assert run.data.metrics["test_mse"] == pytest.approx(mean)
 
 
+def test_plots_draws_any_trials_png_on_demand(smoke):
+    ws, _ = smoke
+    proc = ws.cli("plots", "smk", "--all", "--tracking-uri", ws.tracking_uri)
+    assert proc.returncode == 0 and "plots drawn on 6 run(s)" in proc.stdout, proc.stderr
+    missing = ws.cli("plots", "smk", "--trial", "nope", "--tracking-uri", ws.tracking_uri)
+    assert missing.returncode == 2 and "has no trial 'nope'" in missing.stderr
+
+
 def test_curve_png_is_on_the_parent_run(smoke):
     ws, proc = smoke
     parent = parent_runs(ws.tracking_uri, "smk")[0]
@@ -104,6 +112,13 @@ def test_best_and_curves_answer_from_mlflow(smoke):
     assert {o["width"] for o in optimum} == {16, 64}
     assert all(0.05 <= o["x_opt"] <= 20 for o in optimum)
     assert (ws.path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (ws.path / "c-trend.png").is_file()  # two widths: the optimum against width too
+    parent = parent_runs(ws.tracking_uri, "smk")[0].info.run_id
+    client = MlflowClient(ws.tracking_uri)
+    assert "c.png" not in {a.path for a in client.list_artifacts(parent)}  # only with --log
+    logged = ws.cli("curves", "smk", "--out", "d.pdf", "--log", "--tracking-uri", ws.tracking_uri)
+    assert logged.returncode == 0, logged.stderr
+    assert {"d.pdf", "d-trend.pdf"} <= {a.path for a in client.list_artifacts(parent)}
 
 
 def test_a_final_only_objective_is_searched_on_and_lands_once_per_trial(workspace: Workspace):
@@ -196,12 +211,13 @@ MIDWAY_SPEC = {
     "search": {"sigma_inv": {"low": 0.1, "high": 10.0, "log": True}},
     "trials_per_cell": 4,
     "max_concurrent": 2,
+    "pack": 1,  # one configuration per trial (tests/integration/test_packs.py: packs of several)
 }
 
 
-def _start_and_wait_until_midway(workspace: Workspace, name: str):
+def _start_and_wait_until_midway(workspace: Workspace, name: str, **spec):
     """Start an 8-trial sweep; return once 2 trials have finished and another is running."""
-    path = workspace.write_spec(name, {**MIDWAY_SPEC, "name": name})
+    path = workspace.write_spec(name, {**MIDWAY_SPEC, "name": name, **spec})
     proc = workspace.start("run", str(path), "--name", name)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -219,6 +235,7 @@ def _start_and_wait_until_midway(workspace: Workspace, name: str):
 
 
 def _resume_and_check_every_trial_landed_once(workspace: Workspace, name: str) -> None:
+    """Every configuration of the sweep in MLflow once, finished, its steps logged once each."""
     resumed = workspace.cli("resume", name, "--tracking-uri", workspace.tracking_uri)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     runs = child_runs(workspace.tracking_uri, name)
@@ -236,12 +253,18 @@ def _resume_and_check_every_trial_landed_once(workspace: Workspace, name: str) -
 
 
 def test_killed_driver_resumes_and_every_trial_lands_once(workspace: Workspace):
-    proc = _start_and_wait_until_midway(workspace, "kr")
+    proc = _start_and_wait_until_midway(workspace, "kr", overlay="gp_sinusoid")
     kill_group(proc)
     workspace.cleanup()
     before = child_runs(workspace.tracking_uri, "kr")
     assert any(r.info.status == "RUNNING" for r in before)  # orphans, until the resume
+    assert not child_runs(workspace.tracking_uri, "kr-overlay")  # killed before the GP's turn
     _resume_and_check_every_trial_landed_once(workspace, "kr")
+    # the resumed sweep runs its overlay too: the GP side of the curve is not lost
+    gp = child_runs(workspace.tracking_uri, "kr-overlay")
+    assert len(gp) == load_spec("gp_sinusoid").num_trials
+    assert {r.info.status for r in gp} == {"FINISHED"}
+    assert parent_runs(workspace.tracking_uri, "kr")[0].data.tags[cv.OVERLAY] == "kr-overlay"
 
 
 def test_sigterm_stops_the_sweep_cleanly_and_resume_finishes_it(workspace: Workspace):

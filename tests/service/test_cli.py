@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+from importlib import metadata
 
 import pytest
 
@@ -73,6 +75,15 @@ def test_train_prints_the_same_metrics_as_a_direct_run(capsys):
         ),
         (["run", "sinusoid", "--set", "sampler=grid"], 2, "`sampler` must be one of ['tpe',"),
         (
+            ["run", "sinusoid", "--set", "widht=10"],
+            2,
+            "`--set widht=10`: unknown field `widht` in sinusoid's config or the spec; "
+            "did you mean `width`?",
+        ),
+        (["run", "sinusoid", "--storage", "a-file/sweeps"], 2, "`--storage` 'a-file/sweeps' is "),
+        (["resume", "x", "--storage", "a-file/sweeps"], 2, "pass --storage DIR with a directory"),
+        (["experiments", "sinus"], 2, "unknown experiment 'sinus'"),
+        (
             ["run", "sinusoid", "--address", "127.0.0.1:6379"],
             2,
             "pass --tracking-uri http://HOST:PORT",
@@ -84,6 +95,7 @@ def test_user_errors_are_one_line_with_exit_code(
 ):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "a-file").write_text("")  # a --storage under a file can never be made
     got, out, err = run_cli(capsys, *args)
     assert got == code
     assert err.startswith("smoothsweep: error: ") and err.count("\n") == 1
@@ -149,3 +161,37 @@ def _trials():
     )  # fmt: skip
     frame.attrs.update(objective_metric="test_mse", objective_mode="min", axes=[])
     return frame
+
+
+def test_version_and_a_help_written_for_users(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"smoothsweep {metadata.version('smoothsweep')}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "smoothsweep run sinusoid --profile demo" in out and "delegates" not in out
+
+
+def test_experiments_name_shows_its_fields_metrics_and_shipped_specs(capsys):
+    code, out, _ = run_cli(capsys, "experiments", "sinusoid", "--format", "json")
+    assert code == 0
+    shown = json.loads(out)
+    assert {f["field"] for f in shown["fields"]} == set(sinusoid.Config.describe())
+    assert {m["metric"] for m in shown["metrics"]} == set(sinusoid.Config().metrics())
+    assert "sinusoid" in shown["specs"] and "gp_sinusoid" not in shown["specs"]
+    code, out, _ = run_cli(capsys, "experiments", "sinusoid")
+    assert code == 0 and "shipped specs: sinusoid" in out and "test_mse_clean" in out
+
+
+def test_ui_on_a_busy_port_is_one_line_and_fails(capsys, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = run_cli(
+            capsys, "ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"
+        )
+    assert code == 1 and err.count("\n") == 1
+    assert f"cannot serve the UI on 127.0.0.1:{port}" in err and f"--port {port + 1}" in err

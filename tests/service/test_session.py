@@ -62,3 +62,51 @@ def test_tune_accepts_results_without_a_final_only_objective(monkeypatch):
     assert os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] == "1"
     assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"  # the others: the user's value wins
     assert os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1"
+
+
+INIT_FAILURE = (
+    "Initialization failure from server:\nTraceback (most recent call last):\n"
+    '  File "proxier.py", line 776, in Datapath\n'
+    "RuntimeError: Proxy failed to Connect to backend! Check `ray_client_server.err`"
+)
+
+
+def test_a_client_failure_names_the_servers_reason_not_its_preamble():
+    assert session.client_failure_reason(ConnectionAbortedError(INIT_FAILURE)) == (
+        "RuntimeError: Proxy failed to Connect to backend! Check `ray_client_server.err`"
+    )
+
+
+def test_a_client_server_still_starting_is_waited_for_and_said(monkeypatch, capsys):
+    calls = []
+
+    def init(address=None, **kw):
+        calls.append(address)
+        if len(calls) < 3:
+            raise ConnectionAbortedError(INIT_FAILURE)
+
+    monkeypatch.setattr("ray.init", init)
+    monkeypatch.setattr(session.time, "sleep", lambda s: None)
+    session._connect_client("ray://127.0.0.1:1")
+    assert len(calls) == 3
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 2 and "is still starting this client's server" in said[0]
+
+
+def test_a_client_refused_for_another_reason_fails_at_once_with_it(monkeypatch):
+    def init(**kw):
+        raise ConnectionAbortedError("Initialization failure from server:\nValueError: bad env")
+
+    monkeypatch.setattr("ray.init", init)
+    with pytest.raises(ClusterError, match="refused this client: ValueError: bad env$"):
+        session._connect_client("ray://127.0.0.1:1")
+
+
+def test_waiting_for_a_client_server_is_bounded(monkeypatch):
+    def init(**kw):
+        raise ConnectionAbortedError(INIT_FAILURE)
+
+    monkeypatch.setattr("ray.init", init)
+    monkeypatch.setattr(session.time, "sleep", lambda s: None)
+    with pytest.raises(ClusterError, match="Proxy failed to Connect to backend"):
+        session._connect_client("ray://127.0.0.1:1", wait_s=0.0)

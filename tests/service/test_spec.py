@@ -198,3 +198,9 @@ def test_an_objective_the_experiment_does_not_report_fails_before_any_compute(
         f"{spec.experiment} reports; it reports {', '.join(sorted(reported))}\n"
     )
     assert list(tmp_path.iterdir()) == []  # no MLflow store, no sweep directory
+
+
+def test_overlay_and_nuisance_are_settable_from_the_command_line():
+    assert load_spec("sinusoid").overlay == "gp_sinusoid"
+    assert load_spec("sinusoid", overrides=["overlay=null"]).overlay is None
+    assert load_spec("sinusoid", overrides=["nuisance=[]"]).nuisance == []

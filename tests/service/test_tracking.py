@@ -35,9 +35,13 @@ class FakeTrial:
         return f"run_trial_{self.trial_id}"
 
 
-def result(step: int, mse: float, **extra) -> dict:
-    return {"test_mse": mse, "test_mse/r0": mse, "train_mse": mse / 2, "step": step,
-            "training_iteration": step, "time_this_iter_s": 0.1, **extra}  # fmt: skip
+def result(step: int, mse: float, member: int = 0, **extra) -> dict:
+    """A Tune result of a pack (here of one configuration) as `service.trial` reports it."""
+    metrics = {"test_mse": mse, "test_mse/r0": mse, "train_mse": mse / 2, **extra}
+    if "diverged" in extra:
+        metrics[cv.STATUS] = "failed" if extra["diverged"] else "finished"
+    return {"test_mse": mse, "step": step, "training_iteration": step, "time_this_iter_s": 0.1,
+            cv.MEMBERS: {str(member): metrics}}  # fmt: skip
 
 
 @pytest.fixture
@@ -78,12 +82,15 @@ def test_metrics_are_batched_and_bookkeeping_is_left_out(store, monkeypatch):
     feed(tracker, a, result(1, 0.9), result(2, 0.5), result(3, 0.4))
     tracker.on_trial_complete(0, [], a)
     metric_calls = [c for c in calls if c.get("metrics")]
-    assert len(metric_calls) == 1 and len(metric_calls[0]["metrics"]) == 9  # 3 results x 3 metrics
+    # 3 results x 2 means, and each replica's value once, at the end
+    assert len(metric_calls) == 1 and len(metric_calls[0]["metrics"]) == 7
     run = runs_by_trial(store)["a"]
     assert run.info.status == "FINISHED"
     assert set(run.data.metrics) == {"test_mse", "test_mse/r0", "train_mse"}
     assert run.data.tags[cv.SEED] == "3" and run.data.params["sigma_inv"] == "0.5"
     assert steps(store, run.info.run_id) == [1, 2, 3]
+    replica = MlflowClient(store).get_metric_history(run.info.run_id, "test_mse/r0")
+    assert [(m.step, m.value) for m in replica] == [(3, 0.4)]
 
 
 def test_each_run_carries_its_cell_and_the_seeds_the_experiment_derives(store):
@@ -173,6 +180,36 @@ def test_diverged_and_errored_trials_are_failed_with_reasons(store, tmp_path):
     assert runs["g"].data.tags[cv.FAILURE_REASON] == "RuntimeError: CUDA out of memory"
 
 
+def test_each_configuration_of_a_pack_is_a_run_of_its_own(store):
+    tracker = new_tracker(store)
+    pack = FakeTrial("p", {"width": 8, cv.PACK: [{"sigma_inv": s} for s in (0.5, 1.0, 2.0)]})
+    tracker.on_step_begin(0, [pack])
+    first = result(1, 0.9)
+    first[cv.MEMBERS].update(
+        {"1": {"test_mse": 0.7, cv.STATUS: "stopped"},
+         "2": {"test_mse": float("inf"), "diverged": 1.0, "failure_reason": "non-finite loss",
+               cv.STATUS: "failed"}}
+    )  # fmt: skip
+    feed(tracker, pack, first, result(2, 0.5))
+    tracker.on_trial_complete(0, [], pack)
+    runs = runs_by_trial(store)
+    assert sorted(runs) == ["p#0", "p#1", "p#2"]
+    assert {r.data.tags[cv.PACK_ID] for r in runs.values()} == {"p"}
+    assert [runs[k].data.params["sigma_inv"] for k in sorted(runs)] == ["0.5", "1.0", "2.0"]
+    assert runs["p#0"].info.status == "FINISHED" and steps(store, runs["p#0"].info.run_id) == [1, 2]
+    assert runs["p#1"].info.status == "FINISHED" and runs["p#1"].data.tags[cv.STOPPED_EARLY]
+    assert runs["p#2"].info.status == "FAILED"
+    assert runs["p#2"].data.tags[cv.FAILURE_REASON] == "non-finite loss"
+    # Ray re-runs the pack after the driver died: the configurations that ended stay as they were
+    again = new_tracker(store)
+    again.on_step_begin(0, [pack])
+    feed(again, pack, first, result(2, 0.5), result(3, 0.4))
+    again.on_trial_complete(0, [], pack)
+    runs = runs_by_trial(store)
+    assert sorted(runs) == ["p#0", "p#1", "p#2"]
+    assert steps(store, runs["p#1"].info.run_id) == [1] and runs["p#2"].info.status == "FAILED"
+
+
 def test_unfinished_trials_are_killed_when_the_sweep_ends(store):
     tracker = new_tracker(store)
     h = FakeTrial("h", {"seed": 0})
@@ -189,21 +226,20 @@ def test_artifacts_sit_beside_a_sqlite_store(tmp_path):
     assert tracking.local_artifact_root("http://127.0.0.1:5000") is None
 
 
-def test_plot_data_is_logged_as_json_and_png_and_kept_out_of_tune_state(store):
+def test_plot_data_is_logged_as_json_and_kept_out_of_tune_state(store):
     from trainables import artifacts
 
     tracker = new_tracker(store)
     k = FakeTrial("k", {"seed": 0})
     tracker.on_step_begin(0, [k])
-    payload = {"fit": artifacts.curves({"a": ([0, 1], [1, 0])}), "bad": {"kind": "pie"}}
+    payload = {"fit": artifacts.curves({"a": ([0, 1], [1, 0])})}
     final = result(1, 0.5, artifacts=payload)
     feed(tracker, k, final)
     tracker.on_trial_complete(0, [], k)
-    assert "artifacts" not in final  # popped before Tune stores the result
+    assert "artifacts" not in final[cv.MEMBERS]["0"]  # popped before Tune stores the result
     run = runs_by_trial(store)["k"]
     names = {a.path for a in MlflowClient(store).list_artifacts(run.info.run_id)}
-    assert {"fit.json", "fit.png", "bad.json"} <= names and "bad.png" not in names
-    assert run.data.tags[tracking.ARTIFACT_ERROR].startswith("bad: `kind` must be")
+    assert names == {"fit.json"}  # PNGs: for the best at the end, or on demand
     assert run.info.status == "FINISHED"
 
 

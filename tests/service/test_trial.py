@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from service.trial import TuneReporter, trial_device
+from service import conventions as cv
+from service.trial import PackReporter, RungRule, trial_device
 
 
 @pytest.fixture
@@ -16,34 +17,76 @@ def sent(monkeypatch):
     return reports
 
 
+def member(report, k=0):
+    return report[cv.MEMBERS][str(k)]
+
+
 def test_reporter_turns_divergence_into_the_worst_value(sent):
-    assert TuneReporter("test_mse", "min")(5, {"test_mse": math.nan, "diverged": 1.0}) is False
-    TuneReporter("test_acc", "max")(5, {"test_acc": math.nan})
-    TuneReporter("test_mse", "min")(7, {"test_mse": 0.25})
-    assert sent[0]["test_mse"] == math.inf and sent[0]["step"] == 5
-    assert sent[1]["test_acc"] == -math.inf
-    assert sent[2] == {"test_mse": 0.25, "step": 7}
+    assert PackReporter("test_mse", "min")(5, {0: {"test_mse": math.nan, "diverged": 1.0}}) == set()
+    PackReporter("test_acc", "max")(5, {0: {"test_acc": math.nan}})
+    PackReporter("test_mse", "min")(7, {0: {"test_mse": 0.25}})
+    assert member(sent[0])["test_mse"] == math.inf and sent[0]["step"] == 5
+    assert member(sent[0])[cv.STATUS] == "failed"
+    assert member(sent[1])["test_acc"] == -math.inf
+    assert sent[2] == {"step": 7, "test_mse": 0.25, cv.MEMBERS: {"0": {"test_mse": 0.25}}}
 
 
 def test_a_final_only_objective_is_left_out_until_it_is_measured(sent):
-    report = TuneReporter("fgsm_acc_0.1", "max")
-    report(20, {"test_acc": 0.6})
-    report(40, {"test_acc": 0.8, "fgsm_acc_0.1": 0.5, "diverged": 0.0})
-    assert sent[0] == {"test_acc": 0.6, "step": 20}  # no stand-in value before the final report
-    assert sent[1]["fgsm_acc_0.1"] == 0.5
+    report = PackReporter("fgsm_acc_0.1", "max")
+    report(20, {0: {"test_acc": 0.6}})
+    report(40, {0: {"test_acc": 0.8, "fgsm_acc_0.1": 0.5, "diverged": 0.0}})
+    assert sent[0] == {"step": 20, cv.MEMBERS: {"0": {"test_acc": 0.6}}}  # no stand-in value
+    assert member(sent[1])["fgsm_acc_0.1"] == 0.5 and member(sent[1])[cv.STATUS] == "finished"
 
 
 def test_a_run_that_diverges_before_its_final_objective_reports_the_worst(sent):
-    TuneReporter("fgsm_acc_0.1", "max")(20, {"test_acc": math.nan, "diverged": 1.0})
-    assert sent[0]["fgsm_acc_0.1"] == -math.inf
+    PackReporter("fgsm_acc_0.1", "max")(20, {0: {"test_acc": math.nan, "diverged": 1.0}})
+    assert member(sent[0])["fgsm_acc_0.1"] == -math.inf
 
 
 def test_a_gpu_trial_reports_its_peak_gpu_memory(sent, monkeypatch):
     monkeypatch.setattr("torch.cuda.max_memory_allocated", lambda *a: 3 * 2**20)
-    TuneReporter("test_mse", "min", "cuda")(1, {"test_mse": 0.5})
-    TuneReporter("test_mse", "min", "cpu")(1, {"test_mse": 0.5})
-    assert sent[0] == {"test_mse": 0.5, "step": 1, "gpu_memory_peak_mib": 3.0}
+    PackReporter("test_mse", "min", "cuda")(1, {0: {"test_mse": 0.5}})
+    PackReporter("test_mse", "min", "cpu")(1, {0: {"test_mse": 0.5}})
+    assert sent[0]["gpu_memory_peak_mib"] == 3.0
     assert "gpu_memory_peak_mib" not in sent[1]
+
+
+def test_the_pack_result_carries_its_best_objective_for_tune(sent):
+    PackReporter("test_acc", "max")(3, {0: {"test_acc": 0.5}, 1: {"test_acc": 0.75}})
+    assert sent[0]["test_acc"] == 0.75 and set(sent[0][cv.MEMBERS]) == {"0", "1"}
+
+
+def test_rungs_are_counted_in_reports_as_ashas():
+    rule = RungRule("min", grace_period=2, reduction_factor=2)
+    assert [r for r in range(1, 20) if rule.is_rung(r)] == [2, 4, 8, 16]
+    rule = RungRule("min", grace_period=1, reduction_factor=3)
+    assert [r for r in range(1, 30) if rule.is_rung(r)] == [1, 3, 9, 27]
+
+
+def test_a_stacked_pack_keeps_its_best_share_at_each_rung():
+    rule = RungRule("min", grace_period=1, reduction_factor=2)
+    values = {k: float(v) for k, v in enumerate([5, 1, 4, 2, 3, 6])}
+    assert rule.stops(1, values) == {0, 2, 5}  # the best three of six go on
+    assert rule.stops(2, {1: 1.0, 3: 0.5, 4: 3.0}) == {4}  # rung 2: the best two of three
+    assert rule.stops(3, {1: 9.0, 3: 0.1}) == set()  # not a rung
+    maxed = RungRule("max", grace_period=1, reduction_factor=2, max_t=4)
+    assert maxed.stops(1, {0: 0.9, 1: 0.1}) == {1}
+    assert maxed.stops(4, {0: 0.9}) == {0}  # max_t ends it
+
+
+def test_configurations_arriving_in_turn_are_ranked_against_those_before():
+    rule = RungRule("min", grace_period=1, reduction_factor=2)
+    assert rule.stops(1, {0: 2.0}) == set()  # alone: nothing to compare with
+    assert rule.stops(1, {1: 3.0}) == {1}  # worse than the best half of [2, 3]
+    assert rule.stops(1, {2: 1.0}) == set()
+
+
+def test_the_rule_stops_members_through_the_reporter(sent):
+    report = PackReporter("test_mse", "min", rule=RungRule("min", 1, 2))
+    stop = report(10, {0: {"test_mse": 0.2}, 1: {"test_mse": 0.9}})
+    assert stop == {1} and member(sent[0], 1)[cv.STATUS] == "stopped"
+    assert cv.STATUS not in member(sent[0], 0)
 
 
 @pytest.mark.parametrize(

@@ -128,7 +128,7 @@ def test_fresh_samples_are_drawn_per_replica_and_labelled_on_the_device():
 def test_artifacts_receive_the_final_per_replica_metrics():
     seen = {}
 
-    def plot(model, data, final):
+    def plot(model, data, final, replica):
         seen.update(final)
         return {"p": {"kind": "curves", "series": []}}
 
@@ -153,3 +153,41 @@ def test_points_every_replica_shares_move_as_one_copy():
     moved = shared.to("cpu")
     assert moved.x.stride(0) == 0 and moved.y.stride(0) == 0
     torch.testing.assert_close(moved.x, shared.x)
+
+
+def _pack(lrs, normalise=False):
+    """Three one-seed configurations of a plain ReLU sinusoid net as one stacked model."""
+    cfg = sinusoid.Config.from_mapping(
+        {**small(normalise=normalise, activation="relu", steps=60), "replicas": len(lrs),
+         "seed": [0] * len(lrs), "lr": lrs}
+    )  # fmt: skip
+    return cfg, sinusoid.make_task(cfg)
+
+
+def test_a_diverging_group_stops_alone_and_the_others_train_as_without_it():
+    reports: list[tuple[int, dict]] = []
+    cfg, task = _pack([1e-3, 1e12, 5e-3])
+    groups = [slice(0, 1), slice(1, 2), slice(2, 3)]
+    last = engine.run_groups(cfg, task, lambda s, m: reports.append((s, m)) or [], "cpu", groups)
+    assert last[1]["diverged"] == 1.0 and "lr=1e+12" in last[1]["failure_reason"]
+    assert [s for s, m in reports if 1 in m] == [20]  # reported once, with its reason
+    for g, lr in ((0, 1e-3), (2, 5e-3)):
+        alone = sinusoid.run({**small(normalise=False, activation="relu", steps=60), "lr": lr})
+        assert last[g]["test_mse"] == alone["test_mse"]  # bit for bit
+        assert last[g]["diverged"] == 0.0
+
+
+def test_a_group_the_reporter_stops_leaves_the_others_untouched():
+    seen: dict[int, list[int]] = {0: [], 1: []}
+
+    def report(step, metrics):
+        for g in metrics:
+            seen[g].append(step)
+        return [0] if step == 20 else []
+
+    cfg, task = _pack([1e-3, 5e-3])
+    last = engine.run_groups(cfg, task, report, "cpu", [slice(0, 1), slice(1, 2)])
+    assert seen == {0: [20], 1: [20, 40, 60]}
+    alone = sinusoid.run({**small(normalise=False, activation="relu", steps=60), "lr": 5e-3})
+    assert last[1]["test_mse"] == alone["test_mse"]
+    assert "diverged" not in last[0]  # stopped early: no final verdict

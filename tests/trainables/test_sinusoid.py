@@ -33,3 +33,14 @@ def test_sinusoid_has_interior_sigma_inv_optimum():
     }
     mse = {s: sinusoid.run({**base, "sigma_inv": s})["test_mse"] for s in (0.05, 1.0, 20.0)}
     assert mse[1.0] < mse[0.05] and mse[1.0] < mse[20.0], mse
+
+
+def test_the_clean_error_is_the_noisy_one_less_the_label_noise():
+    """E[(f - y)²] = E[(f - sin x)²] + σ² for labels y = sin x + ε, ε ~ N(0, σ²)."""
+    cfg = {"width": 64, "steps": 300, "eval_every": 300, "lr": 5e-3, "replicas": 4,
+           "test_points": 20000, "ood_points": 20000}  # fmt: skip
+    out = sinusoid.run(cfg)
+    floor = sinusoid.Config.from_mapping(cfg).noise_floor("test_mse")
+    assert floor == pytest.approx(0.0625)
+    assert out["test_mse"] - out["test_mse_clean"] == pytest.approx(floor, rel=0.1)
+    assert out["ood_mse"] - out["ood_mse_clean"] == pytest.approx(floor, rel=0.1)

@@ -84,6 +84,10 @@ class SinusoidData(ExperimentConfig):
             require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
         require(self.noise_std >= 0, "noise_std", ">= 0", self.noise_std)
 
+    def noise_floor(self, metric: str) -> float | None:
+        """Against noisy labels no model beats the noise variance (the `_clean` MSEs: no floor)."""
+        return self.noise_std**2 if metric in ("train_mse", "test_mse", "ood_mse") else None
+
 
 def sinusoid_splits(cfg: SinusoidData) -> dict[str, Split]:
     """Train, test and o.o.d. splits, [R, N, 1] each; replica r's data depends only on its seed."""
