@@ -94,18 +94,32 @@ def _load_trials(sweep: str, tracking_uri: str) -> pd.DataFrame:
     records = [_trial_record(sweep, run) for run in trials]
     configs = [_config_of(run) for run in trials]
     config_columns = _ordered_union(configs)
-    metric_columns = sorted(_ordered_union([r.data.metrics for r in trials]), key=_metric_sort_key)
+    metrics = [
+        {**r.data.metrics, **cv.parse_replicas_tag(r.data.tags.get(cv.REPLICAS))} for r in trials
+    ]
+    metric_columns = sorted(_ordered_union(metrics), key=_metric_sort_key)
 
     frame = pd.DataFrame.from_records(records, columns=list(BASE_COLUMNS))
     for key in config_columns:
         frame[key] = _typed_column([c.get(key) for c in configs])
     for key in metric_columns:
-        frame[key] = pd.Series([r.data.metrics.get(key, math.nan) for r in trials], dtype="float64")
+        frame[key] = pd.Series([m.get(key, math.nan) for m in metrics], dtype="float64")
     frame = frame.sort_values("trial_id", kind="stable").reset_index(drop=True)
     frame.attrs.update(_sweep_attrs(sweep, parent))
     frame.attrs["config_columns"] = config_columns
     frame.attrs["metrics"] = metric_columns
     return frame
+
+
+def load_lineage(sweep: str, tracking_uri: str) -> pd.DataFrame:
+    """`load_trials` of a sweep pooled with the sweeps it extends (`smoothsweep extend`), newest
+    first: an extended sweep's optimum is that of all their trials."""
+    frames = [load_trials(sweep, tracking_uri)]
+    seen = {sweep}
+    while (earlier := frames[-1].attrs.get("extends")) and earlier not in seen:
+        seen.add(earlier)
+        frames.append(load_trials(earlier, tracking_uri))
+    return frames[0] if len(frames) == 1 else pool(frames)
 
 
 def pool(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -261,6 +275,7 @@ def _sweep_attrs(sweep: str, parent: Any) -> dict[str, Any]:
         },
         "parent_run_id": parent.info.run_id,
         "overlay": tags.get(cv.OVERLAY),
+        "extends": tags.get(cv.EXTENDS),
         "nuisance": json.loads(tags[cv.NUISANCE]) if cv.NUISANCE in tags else None,
     }
 

@@ -21,6 +21,7 @@ import pandas as pd
 from service.errors import SpecError, SweepError
 
 FORMATS = ("table", "json", "csv")
+DEFAULT_UI = "http://127.0.0.1:5000"  # service.mlflow_view's, without importing MLflow here
 DEFAULT_CLUSTER_STORAGE = "~/smoothsweep/sweeps"  # service.cluster's, without importing Ray here
 JOBS_ADDRESS_HELP = "the head's dashboard, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)"
 
@@ -95,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     _format(s)
     s.set_defaults(func=cmd_run)
 
+    s = sub.add_parser(
+        "extend", help="a new sweep warm-started with an earlier one's trials (widen a range)"
+    )
+    s.add_argument("sweep", help="the earlier sweep; its trials pool with the new ones")
+    _overrides(s)
+    s.add_argument("--trials", type=int, help="new trials per cell (default: as the earlier)")
+    s.add_argument("--name", help="the new sweep's name (default: SWEEP-ext, -ext2, ...)")
+    _location(s)
+    s.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    s.add_argument("--out", help="curve PNG (default: <storage>/<name>/curve.png)")
+    s.add_argument("--top", type=int, default=1, help="best configs to print per cell")
+    _format(s)
+    s.set_defaults(func=cmd_extend)
+
     s = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray Job")
     s.add_argument("spec")
     s.add_argument("--address", default=_jobs_address(), help=JOBS_ADDRESS_HELP)
@@ -161,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     _format(s)
     s.set_defaults(func=cmd_curves)
 
-    s = sub.add_parser("plots", help="draw trials' plots (PNG beside their JSON) on their runs")
+    s = sub.add_parser(
+        "plots", help="Optuna's importance/slice/contour/history per cell, and trials' plots"
+    )
     s.add_argument("sweep")
     which = s.add_mutually_exclusive_group()
     which.add_argument("--top", type=int, default=None, help="the best N of each cell (default 3)")
@@ -170,7 +187,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
     s.set_defaults(func=cmd_plots)
 
+    s = sub.add_parser("dashboard", help="optuna-dashboard on a sweep's studies, live as it runs")
+    s.add_argument("sweep")
+    s.add_argument(
+        "--storage", default="sweeps", help="Ray Tune state directory (default: ./sweeps)"
+    )
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.set_defaults(func=cmd_dashboard)
+
+    s = sub.add_parser("sweeps", help="the sweeps in a tracking store, newest first")
+    s.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+    _format(s)
+    s.set_defaults(func=cmd_sweeps)
+
+    s = sub.add_parser("export", help="a sweep as one row per replica per trial (CSV or Parquet)")
+    s.add_argument("sweep")
+    s.add_argument("--format", choices=("csv", "parquet"), default=None,
+                   help="default: from --out's suffix, else csv")  # fmt: skip
+    s.add_argument("--out", help="default: <sweep>.<format>")
+    s.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+    s.set_defaults(func=cmd_export)
+
     s = sub.add_parser("ui", help="open the MLflow UI on the tracking store")
+    s.add_argument("sweep", nargs="?", help="print the link to this sweep (default: the newest)")
     s.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=5000)
@@ -391,6 +431,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _finish(result, args)
 
 
+def cmd_extend(args: argparse.Namespace) -> int:
+    from service.spec import load_spec
+    from service.sweep import METADATA, earlier_spec, run_sweep
+    from service.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    raw = earlier_spec(args.sweep, uri)
+    raw["overlay"] = None  # the earlier sweep has its companion; `--set overlay=…` runs one
+    overrides = [*args.set, *([f"trials_per_cell={args.trials}"] if args.trials else [])]
+    spec = load_spec(raw, None, overrides)
+    name = args.name
+    if name is None:
+        taken = Path(args.storage).expanduser().resolve()
+        name = next(
+            f"{args.sweep}-ext{n or ''}"
+            for n in range(1000)
+            if n != 1 and not (taken / f"{args.sweep}-ext{n or ''}" / METADATA).exists()
+        )
+    _require_writable(args.storage, "--storage")
+    cells = len(spec.cells())
+    print(f"sweep {name}: extends {args.sweep} ({spec.experiment}), "
+          f"{cells} cell(s) x {spec.trials_per_cell} new trials", flush=True)  # fmt: skip
+    result = run_sweep(spec, name=name, tracking_uri=uri, storage=args.storage,
+                       address=args.address, extends=args.sweep)  # fmt: skip
+    return _finish(result, args)
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from service import cluster
     from service.spec import load_spec, overlay_spec
@@ -501,6 +568,8 @@ def _finish(result: Any, args: argparse.Namespace) -> int:
         f"\nsweep {result.name}: {result.num_trials} trials ({result.num_errors} errored); "
         f"tracking {result.tracking_uri}"
     )
+    if result.ended_by:
+        print(f"sweep {result.name} ended at {result.ended_by}, with {result.num_trials} trials")
     print("best configuration(s):")
     emit(_best_view(summary.best), args.format)
     if summary.optimum is not None:
@@ -518,11 +587,18 @@ def _finish(result: Any, args: argparse.Namespace) -> int:
         print(f"figure: {figure}")
     for sweep in filter(None, (result.name, result.overlay)):
         report.render_trial_plots(sweep, result.tracking_uri)
+    report.render_optuna_plots(result.name, result.tracking_uri)
     print(
         f"trial plots: PNG for the best {report.PLOTS_PER_CELL} of each cell "
         f"(`smoothsweep plots {result.name} --all` draws the rest)"
     )
     print(f"resume: smoothsweep resume {result.name} --storage {result.storage.parent}")
+    if result.experiment_id:
+        from service.mlflow_view import ui_base, ui_link
+
+        base = ui_base(result.tracking_uri)
+        how = "" if base != DEFAULT_UI else "`smoothsweep ui`, then "
+        print(f"MLflow UI: {how}{ui_link(result.experiment_id, base)}")
     return 1 if result.num_errors else 0
 
 
@@ -585,10 +661,34 @@ def cmd_plots(args: argparse.Namespace) -> int:
     if args.top is not None and args.top < 1:
         raise SpecError(f"`--top` must be >= 1, but got {args.top}")
     top = None if args.all else (args.top or report.PLOTS_PER_CELL)
-    runs = report.render_trial_plots(
-        args.sweep, resolve_tracking_uri(args.tracking_uri), top=top, trial=args.trial
-    )
+    uri = resolve_tracking_uri(args.tracking_uri)
+    runs = report.render_trial_plots(args.sweep, uri, top=top, trial=args.trial)
     print(f"plots drawn on {len(runs)} run(s) of sweep {args.sweep}")
+    if args.trial is None:
+        drawn = report.render_optuna_plots(args.sweep, uri)
+        print(f"Optuna plots on the sweep's run: {', '.join(drawn) or '(too few trials)'}")
+    return 0
+
+
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    from service.export import list_sweeps
+    from service.tracking import resolve_tracking_uri
+
+    emit(list_sweeps(resolve_tracking_uri(args.tracking_uri)), args.format)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from service import analysis
+    from service.export import export_format, replica_rows, write_export
+    from service.tracking import resolve_tracking_uri
+
+    fmt = args.format or (None if args.out else "csv")
+    out = args.out or f"{args.sweep}.{fmt}"
+    export_format(Path(out), fmt)  # a wrong name fails before the sweep is read
+    rows = replica_rows(analysis.load_trials(args.sweep, resolve_tracking_uri(args.tracking_uri)))
+    path = write_export(rows, out, fmt)
+    print(f"{len(rows)} rows (one per replica per trial) -> {path}")
     return 0
 
 
@@ -623,11 +723,55 @@ def _require_free_port(host: str, port: int) -> None:
             ) from None
 
 
+def _sweep_link(uri: str, sweep: str | None, base: str) -> str:
+    """The runs table of `sweep` (default: the newest sweep in the store), in our view."""
+    from service.analysis import _require_sqlite_file, _tracking_errors
+    from service.mlflow_view import ui_link
+
+    every = f"{base}/#/experiments?workflowType=machine_learning"
+    fresh = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+    if fresh and sweep is None:
+        return every  # MLflow makes the store as it starts; there is no sweep in it yet
+    _require_sqlite_file(uri)
+    from mlflow.tracking import MlflowClient
+
+    with _tracking_errors(uri):
+        client = MlflowClient(uri)
+        if sweep is not None:
+            found = client.get_experiment_by_name(sweep)
+            if found is None:
+                raise SpecError(f"no sweep named {sweep!r} in {uri}; list them: smoothsweep sweeps")
+            return ui_link(found.experiment_id, base)
+        newest = client.search_experiments(order_by=["creation_time DESC"], max_results=2)
+    newest = [e for e in newest if e.name != "Default"]
+    return ui_link(newest[0].experiment_id, base) if newest else every
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from service.search import JOURNAL
+
+    journal = Path(args.storage).expanduser().resolve() / args.sweep / JOURNAL
+    if not journal.is_file():
+        raise SpecError(
+            f"sweep {args.sweep!r} has no Optuna journal at {journal}: pass the --storage it ran "
+            f"with (sweeps run before smoothsweep kept one have none; `smoothsweep plots` draws "
+            f"theirs from MLflow)"
+        )
+    _require_free_port(args.host, args.port)
+    cmd = [str(Path(sys.executable).with_name("optuna-dashboard")), str(journal),
+           "--host", args.host, "--port", str(args.port)]  # fmt: skip
+    print(f"http://{args.host}:{args.port}/dashboard", flush=True)
+    print(" ".join(cmd), file=sys.stderr, flush=True)
+    os.execvp(cmd[0], cmd)
+    return 0  # not reached
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from service.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     _require_free_port(args.host, args.port)
+    link = _sweep_link(uri, args.sweep, f"http://{args.host}:{args.port}")
     cmd = [
         str(Path(sys.executable).with_name("mlflow")),  # the one installed beside us
         "ui",
@@ -639,6 +783,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
         str(args.port),
     ]
     print(" ".join(cmd), file=sys.stderr)
+    print(link, flush=True)
+    print(
+        "(MLflow's own links open its GenAI pages until you pick 'Model training' in its "
+        "sidebar once; your browser keeps that choice)",
+        file=sys.stderr,
+    )
     # The UI needs no job runner; without it the server starts in about half the time.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execvp(cmd[0], cmd)

@@ -39,8 +39,14 @@ CONFIG = PREFIX + "config"  # JSON of the trial's full config, with types
 SEED = PREFIX + "seed"  # first seed
 SEEDS = PREFIX + "seeds"  # all replica seeds, comma separated
 FAILURE_REASON = PREFIX + "failure_reason"  # why a FAILED/KILLED trial ended
+ENDED_BY = PREFIX + "ended_by"  # on a sweep's run: the budget that ended it early
+EXTENDS = PREFIX + "extends"  # on a sweep's run: the earlier sweep it extends (warm-started from)
 
 SPEC_ARTIFACT = "spec.json"  # the resolved spec, on the parent run
+# Each replica's final values, as JSON {metric: [value of replica 0, 1, ...]}: a tag, not R metrics
+# per metric, so the UI's charts and column picker show the means (stores written before this tag
+# hold them as metrics `test_mse/r3`, which the reader still takes).
+REPLICAS = PREFIX + "replicas"
 
 # The keys of a trainable's own report (`diverged`, `failure_reason`, `artifacts`) are defined once,
 # in `trainables.report`; the writer reads them from there. The reader sees `diverged` as a metric.
@@ -57,6 +63,41 @@ def parse_replica_metric(name: str) -> tuple[str, int] | None:
     if not sep or not tail.isdigit():
         return None
     return base, int(tail)
+
+
+def replicas_tag(metrics: Mapping[str, float]) -> str:
+    """The REPLICAS tag of a run's per-replica metrics (`test_mse/r3` -> test_mse[3]); a value
+    missing for a replica is null."""
+    table: dict[str, dict[int, float]] = {}
+    for name, value in metrics.items():
+        parsed = parse_replica_metric(name)
+        if parsed is not None:
+            table.setdefault(parsed[0], {})[parsed[1]] = value
+    return dumps(
+        {m: [_json_number(v.get(r)) for r in range(max(v) + 1)] for m, v in sorted(table.items())}
+    )
+
+
+def parse_replicas_tag(text: str | None) -> dict[str, float]:
+    """Inverse of `replicas_tag`: {"test_mse/r3": value}; a malformed tag reads as none."""
+    if not text:
+        return {}
+    try:
+        table = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return {
+        replica_metric(m, r): float("nan") if v is None else float(v)
+        for m, values in table.items()
+        for r, v in enumerate(values)
+    }
+
+
+def _json_number(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: a diverged replica's value is written as null."""
+    import math
+
+    return value if value is not None and math.isfinite(value) else None
 
 
 def cell_label(cell: Mapping[str, Any]) -> str:

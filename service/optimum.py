@@ -60,6 +60,43 @@ class OptimumFit:
     smooth: pd.DataFrame
 
 
+def trial_row(
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    *,
+    x: str,
+    nuisance: Sequence[str],
+    metric: str,
+) -> dict[str, Any]:
+    """One finished trial as `fit_rows` takes it: x, the nuisance values, and the metric per
+    replica (`test_mse/r3`), or its mean where the replicas were not reported."""
+    values = {k: v for k, v in metrics.items() if k.startswith(metric + "/r")}
+    if not values and metric in metrics:
+        values = {metric: metrics[metric]}
+    return {x: config.get(x), **{n: config.get(n) for n in nuisance}, **values}
+
+
+def fit_rows(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    x: str,
+    nuisance: Sequence[str],
+    metric: str,
+    mode: str,
+    n_boot: int,
+    seed: int = 0,
+) -> pd.Series | None:
+    """The optimum of one cell from its `trial_row`s, as the analysis fits it (None: no fit);
+    what the live estimates (a precision target, the parent run's x_opt) refit as trials end."""
+    frame = pd.DataFrame(list(rows))
+    values = [c for c in frame.columns if c.startswith(metric)]
+    table = fit_optimum(
+        frame, x=x, values=values, groups=[], mode=mode, nuisance=nuisance, n_boot=n_boot,
+        seed=seed,
+    ).table  # fmt: skip
+    return None if table.empty else table.iloc[0]
+
+
 def fit_optimum(
     frame: pd.DataFrame,
     *,

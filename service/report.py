@@ -8,6 +8,7 @@ where the MLflow UI shows it). Used by `smoothsweep run` at the end of a sweep a
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ class Summary:
     trend_figure: Path | None = None
     overlay_optimum: pd.DataFrame | None = None
     along: str | None = None
+    x: str | None = None
 
     def warnings(self) -> list[str]:
         """One line per optimum that needs a careful reader: at an edge, in a gap, or a smooth
@@ -47,7 +49,29 @@ class Summary:
                         f"warning: x_opt {row['x_opt']:.3g}{' (' + where + ')' if where else ''} "
                         f"is flagged {row['flags']}: {_advice(row['flags'])}"
                     )
+        lines += self.extend_commands()
         return lines
+
+    def extend_commands(self) -> list[str]:
+        """For an optimum at an edge of the searched range: the `extend` that widens that side
+        (tenfold on a log range, by its width on a linear one), keeping every trial so far."""
+        space = (self.trials.attrs.get("search") or {}).get(self.x or "")
+        sweep = self.trials.attrs.get("sweep")
+        if self.optimum is None or space is None or not sweep:
+            return []
+        sides: dict[str, float] = {}
+        low, high, log = space["low"], space["high"], space.get("log", False)
+        middle = math.sqrt(low * high) if log else (low + high) / 2
+        for _, row in self.optimum.iterrows():
+            if "edge" in str(row.get("flags") or "").split(","):
+                if row["x_opt"] >= middle:
+                    sides["high"] = high * 10 if log else high + (high - low)
+                else:
+                    sides["low"] = low / 10 if log else low - (high - low)
+        if not sides:
+            return []
+        sets = " ".join(f"--set search.{self.x}.{k}={v:.4g}" for k, v in sorted(sides.items()))
+        return [f"widen it, keeping these trials: smoothsweep extend {sweep} {sets}"]
 
 
 def _advice(flags: str) -> str:
@@ -98,7 +122,10 @@ def summarise(
     of two or more values (`along`, default: width if swept) the optimum against that axis too,
     drawn beside it (`<out stem>-trend<suffix>`). `log_to_mlflow` puts the figures on the sweep's
     parent run, where the MLflow UI shows them."""
-    trials = analysis.load_trials(sweep, tracking_uri)
+    if isinstance(sweep, str):
+        trials = analysis.load_lineage(sweep, tracking_uri)  # with the sweeps it extends
+    else:
+        trials = analysis.load_trials(sweep, tracking_uri)
     by = list(trials.attrs.get("axes", [])) if by is None else by
     best = analysis.best_configs(trials, metric=metric, by=by or None, top=top)
     x = x or default_x(trials)
@@ -134,10 +161,21 @@ def summarise(
         if record.parent_run_id:
             for path in filter(None, (figure, trend_figure)):
                 record.log_artifact(path)
+            record.log_metrics(_optimum_metrics(fit.table, groups), step=len(trials))
     return Summary(
         trials, best, fit.table, Path(figure), trend, trend_figure and Path(trend_figure),
-        overlay.optimum if overlay else None, along,
+        overlay.optimum if overlay else None, along, x,
     )  # fmt: skip
+
+
+def _optimum_metrics(table: pd.DataFrame, groups: list[str]) -> dict[str, float]:
+    """The final optimum of each cell, as the parent run's metrics (the live ones' last value)."""
+    from service.mlflow_view import optimum_metrics
+
+    values: dict[str, float] = {}
+    for _, row in table.iterrows():
+        values.update(optimum_metrics(row, {g: _plain(row[g]) for g in groups}))
+    return values
 
 
 def noise_floor(trials: pd.DataFrame, metric: str) -> float | None:
@@ -187,6 +225,30 @@ def _overlay(
     trend = analysis.optimum_trend(trials, x=x, along=along, metric=metric) if along_too else None
     return _Overlay(label, figures.Overlay(label, trials, fit, x), fit.table.assign(sweep=sweep),
                     trend)  # fmt: skip
+
+
+OPTUNA_DIR = "optuna"  # the parent run's folder of Optuna's plots
+
+
+def render_optuna_plots(sweep: str, tracking_uri: str) -> list[str]:
+    """Optuna's importance, slice, contour (σ⁻¹ × lr) and history plots of each cell, rebuilt from
+    the sweep's MLflow runs (`service.optuna_plots`), on the parent run under `optuna/`; returns
+    the artifact paths."""
+    import tempfile
+
+    from service.optuna_plots import render_sweep_plots
+
+    trials = analysis.load_trials(sweep, tracking_uri)
+    x = default_x(trials) or "sigma_inv"
+    others = [k for k in trials.attrs.get("search", {}) if k != x]
+    y = "lr" if "lr" in others else (others[0] if others else "lr")
+    record = SweepRecord(tracking_uri, sweep)
+    record.parent_run_id = trials.attrs.get("parent_run_id")
+    with tempfile.TemporaryDirectory(prefix="smoothsweep-optuna-") as tmp:
+        paths = render_sweep_plots(trials, Path(tmp), x=x, y=y)
+        for path in paths:
+            record.log_artifact(path, OPTUNA_DIR)
+    return [f"{OPTUNA_DIR}/{p.name}" for p in paths]
 
 
 PLOTS_PER_CELL = 3  # the best configurations of each cell get their plots as PNG when a sweep ends

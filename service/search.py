@@ -39,6 +39,9 @@ def make_sampler(kind: str, seed: int) -> Any:
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        # Optuna's GP-based Bayesian optimisation: fewer trials than TPE on smooth objectives
+        # like ours, at a cost per suggestion that grows with the trials (fine up to a few hundred)
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
     }
     return samplers[kind]()
 
@@ -67,7 +70,12 @@ class StratifiedOptuna(Searcher):
     live: ClassVar[dict[str, StratifiedOptuna]] = {}
 
     def __init__(
-        self, spec: Spec, pack_sizes: Sequence[int] | None = None, sweep: str = ""
+        self,
+        spec: Spec,
+        pack_sizes: Sequence[int] | None = None,
+        sweep: str = "",
+        journal: str | None = None,
+        warm: Mapping[str, Sequence[Any]] | None = None,
     ) -> None:
         import optuna
 
@@ -85,10 +93,18 @@ class StratifiedOptuna(Searcher):
             )
             for i in range(len(self.cells))
         ]
+        # An extended sweep's studies start from the earlier sweep's trials (cell label -> Optuna
+        # FrozenTrials): its quota is new trials, and TPE samples as if it had run them itself.
+        from service.conventions import cell_label
+
+        for study, cell in zip(self.studies, self.cells):
+            study.add_trials(list((warm or {}).get(cell_label(cell), [])))
         self.asked = [0] * len(self.cells)  # configurations, not packs
         self.packs: dict[str, _Pack] = {}
         self.sweep = sweep
         self.precision = CellPrecision(spec, len(self.cells)) if spec.precision else None
+        self.journal = journal  # where `OptunaJournal` mirrors the studies (optuna-dashboard's)
+        self._mirror: OptunaJournal | None = None
 
     @property
     def complete(self) -> bool:
@@ -163,15 +179,75 @@ class StratifiedOptuna(Searcher):
         if not math.isfinite(value):
             value = math.inf if self.mode == "min" else -math.inf
         study.tell(number, value)
+        self._mirror_trial(pack.cell, number)
+
+    def _mirror_trial(self, cell: int, number: int) -> None:
+        if getattr(self, "journal", None) is None:  # none, or a searcher pickled before journals
+            return
+        if getattr(self, "_mirror", None) is None:
+            self._mirror = OptunaJournal(
+                self.journal, self.sweep, self.cells, self.studies[0].direction
+            )
+        trial = self.studies[cell].get_trials(deepcopy=False)[number]
+        self._mirror.add(cell, trial)
 
     def save(self, checkpoint_path: str) -> None:
+        state = {**self.__dict__, "_mirror": None}  # a file handle's owner: opened again on use
         with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+            pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
         StratifiedOptuna.live[self.sweep] = self
+
+
+JOURNAL = "optuna.journal"  # beside the sweep's Ray Tune state
+MIRRORED = "smoothsweep.number"  # user attr: the trial's number in the searcher's own study
+
+
+class OptunaJournal:
+    """The searcher's studies, mirrored into an Optuna `JournalStorage` file as trials end, so
+    that `optuna-dashboard <file>` (`smoothsweep dashboard`) shows them while the sweep runs.
+
+    A mirror, not the studies' own storage: the searcher's in-memory studies pickle with it and
+    resume from Ray's checkpoint, which the journal file would contradict after a crash (trials
+    asked but never told stay RUNNING in it forever). The driver is its one writer; each trial is
+    written once, by its number, so a resumed searcher's replayed tells do not repeat it.
+    """
+
+    def __init__(
+        self, path: str, sweep: str, cells: Sequence[Mapping[str, Any]], direction: Any
+    ) -> None:
+        import optuna
+        from optuna.storages.journal import JournalFileBackend
+
+        from service.conventions import cell_label
+
+        storage = optuna.storages.JournalStorage(JournalFileBackend(path))
+        self.studies = [
+            optuna.create_study(
+                storage=storage, study_name=f"{sweep}/{cell_label(c)}", direction=direction,
+                load_if_exists=True,
+            )
+            for c in cells
+        ]  # fmt: skip
+        self.written = [
+            {t.user_attrs.get(MIRRORED) for t in s.get_trials(deepcopy=False)} for s in self.studies
+        ]
+
+    def add(self, cell: int, trial: Any) -> None:
+        import optuna
+
+        if trial.number in self.written[cell]:
+            return
+        copy = optuna.trial.create_trial(
+            state=trial.state, value=trial.value if trial.state.is_finished() else None,
+            params=trial.params, distributions=trial.distributions,
+            user_attrs={**trial.user_attrs, MIRRORED: trial.number},
+        )  # fmt: skip
+        self.studies[cell].add_trial(copy)
+        self.written[cell].add(trial.number)
 
 
 class CellPrecision:
@@ -194,28 +270,22 @@ class CellPrecision:
         self.estimate: list[tuple[float, float] | None] = [None] * cells  # (x_opt, ci_ratio)
 
     def add(self, cell: int, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
-        values = {k: v for k, v in metrics.items() if k.startswith(self.metric + "/r")}
-        if not values and self.metric in metrics:
-            values = {self.metric: metrics[self.metric]}
-        row = {self.x: config.get(self.x), **{n: config.get(n) for n in self.nuisance}, **values}
+        from service.optimum import trial_row
+
+        row = trial_row(config, metrics, x=self.x, nuisance=self.nuisance, metric=self.metric)
         self.rows[cell].append(row)
         if len(self.rows[cell]) >= self.min_trials and not self.closed[cell]:
             self._refit(cell)
 
     def _refit(self, cell: int) -> None:
-        import pandas as pd
+        from service.optimum import fit_rows
 
-        from service.optimum import fit_optimum
-
-        frame = pd.DataFrame(self.rows[cell])
-        values = [c for c in frame.columns if c.startswith(self.metric)]
-        table = fit_optimum(
-            frame, x=self.x, values=values, groups=[], mode=self.mode, nuisance=self.nuisance,
+        row = fit_rows(
+            self.rows[cell], x=self.x, nuisance=self.nuisance, metric=self.metric, mode=self.mode,
             n_boot=self.N_BOOT, seed=cell,
-        ).table  # fmt: skip
-        if table.empty:
+        )  # fmt: skip
+        if row is None:
             return
-        row = table.iloc[0]
         self.estimate[cell] = (float(row["x_opt"]), float(row["ci_ratio"]))
         clean = row["fit"] == "smooth" and not row["flags"]
         if clean and row["ci_ratio"] <= self.target:

@@ -166,6 +166,17 @@ class Precision(Strict):
 
 
 @dataclass(frozen=True)
+class Budget(Strict):
+    """Limits on the whole sweep besides its trial count; the sweep ends cleanly at the first."""
+
+    time_s: float | None = None
+    """wall-clock seconds of the sweep (Tune's time budget); its running trials end KILLED"""
+
+    def __post_init__(self) -> None:
+        require(self.time_s is None or self.time_s > 0, "time_s", "> 0 seconds", self.time_s)
+
+
+@dataclass(frozen=True)
 class Resources(Strict):
     cpu: float = 1.0
     gpu: float = 0.0
@@ -190,7 +201,7 @@ class Spec(Strict):
     search: dict[str, SearchParam] = field(default_factory=dict)
     trials_per_cell: int = 8
     max_concurrent: int = 2
-    sampler: Literal["tpe", "cmaes", "qmc", "random"] = "tpe"
+    sampler: Literal["tpe", "cmaes", "qmc", "random", "gp"] = "tpe"
     sampler_seed: int = 0
     """seeds the Optuna sampler of cell i with sampler_seed + i; NumPy wants seeds in [0, 2**32)"""
     asha: Asha | None = None
@@ -199,6 +210,7 @@ class Spec(Strict):
     nuisance: list[str] | None = None
     """searched parameters the analysis profiles out (default: every one besides the x)"""
     precision: Precision | None = None
+    budget: Budget | None = None
     pack: int | Literal["auto"] = "auto"
     """configurations of a cell per Tune trial, trained as one stacked model (1: one each)"""
     overlay: str | None = None
@@ -475,7 +487,7 @@ SPEC_KEYS = {
     "overlay", "nuisance",
 }  # fmt: skip
 # Spec sections that are mappings: `--set resources.gpu=0.25` sets one field inside them.
-SPEC_SECTIONS = {"resources", "objective", "asha"}
+SPEC_SECTIONS = {"resources", "objective", "asha", "budget"}
 
 
 def _require_config_field(raw: Mapping[str, Any], key: str, text: str) -> None:
@@ -509,6 +521,17 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], source: str) 
             out[key] = value
             continue
         section, dot, field = key.partition(".")
+        if section == "search" and field.count(".") == 1:  # `search.sigma_inv.high=50`
+            name, _, bound = field.partition(".")
+            space = (out.get("search") or {}).get(name)
+            if not isinstance(space, dict):
+                known = sorted(out.get("search") or {})
+                raise SpecError(
+                    f"{source}: `--set {text}`: {name!r} is not searched by this spec "
+                    f"(searched: {', '.join(known) or 'none'})"
+                )
+            out["search"][name] = {**space, bound: value}
+            continue
         if dot and section in SPEC_SECTIONS:
             if not isinstance(out.get(section) or {}, dict):
                 raise SpecError(f"{source}: `{section}` must be a mapping to set `{key}`")

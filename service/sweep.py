@@ -28,7 +28,7 @@ from service import conventions as cv
 from service import ray_shims
 from service.errors import ClusterError, SpecError, SweepError
 from service.packing import num_packs, pack_sizes
-from service.search import StratifiedOptuna
+from service.search import JOURNAL, StratifiedOptuna
 from service.session import check_capacity, start_ray
 from service.spec import Spec, load_spec
 from service.tracking import MlflowTracker, SweepRecord, resolve_tracking_uri, sweep_tags
@@ -47,6 +47,9 @@ class SweepResult:
     num_trials: int
     num_errors: int
     overlay: str | None = None  # the companion sweep's name, when the spec asks for one
+    experiment_id: str | None = None  # the sweep's MLflow experiment (for the UI's link)
+    ended_by: str | None = None  # a budget that ended the sweep before its trials were all run
+    extends: str | None = None  # the earlier sweep this one extends (its trials pool with ours)
 
 
 def _sweep_dir(storage: str | Path, name: str) -> Path:
@@ -66,6 +69,7 @@ def run_sweep(
     address: str | None = None,
     progress: bool = True,
     overlay: Spec | None = None,
+    extends: str | None = None,
 ) -> SweepResult:
     """Run a sweep to the end (or until interrupted; `resume_sweep` continues it).
 
@@ -84,7 +88,10 @@ def run_sweep(
     record.probe()  # before Ray starts: a typo in the URI should not cost a cluster start-up
     start_ray(address)
     check_capacity(spec, address)
-    record.open(sweep_tags(spec), json.dumps(spec.resolved(), indent=2))
+    warm = warm_start(extends, uri, spec) if extends else None
+    record.open(sweep_tags(spec), json.dumps(spec.resolved(), indent=2), spec=spec)
+    if extends:
+        record.tag(cv.EXTENDS, extends)
     root.mkdir(parents=True, exist_ok=True)
     sizes = pack_sizes(spec)
     meta = {
@@ -93,9 +100,59 @@ def run_sweep(
         "overlay": overlay.resolved() if overlay is not None else None,  # resume runs it too
     }  # fmt: skip
     (root / METADATA).write_text(json.dumps(meta, indent=2))
-    tuner = _build_tuner(spec, sizes, name, root.parent, record, progress)
-    result = _fit(tuner, spec, sizes, name, uri, root, record)
+    tuner = _build_tuner(spec, sizes, name, root.parent, record, progress, warm)
+    result = dataclasses.replace(_fit(tuner, spec, sizes, name, uri, root, record), extends=extends)
     return _then_overlay(result, record, overlay, storage, address, progress)
+
+
+def earlier_spec(sweep: str, tracking_uri: str) -> dict[str, Any]:
+    """The resolved spec an earlier sweep ran, from its parent run (`spec.json`), so a sweep can
+    be extended from the tracking store alone."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    from service.analysis import _require_sqlite_file, _tracking_errors
+
+    _require_sqlite_file(tracking_uri)
+    with _tracking_errors(tracking_uri):
+        client = MlflowClient(tracking_uri)
+        exp = client.get_experiment_by_name(sweep)
+        parents = [] if exp is None else client.search_runs(
+            [exp.experiment_id], f"tags.`{cv.ROLE}` = '{cv.ROLE_SWEEP}'",
+            order_by=["start_time DESC"], max_results=1,
+        )  # fmt: skip
+        if not parents:
+            raise SpecError(
+                f"no sweep named {sweep!r} in {tracking_uri}; list them: smoothsweep sweeps"
+            )
+        with tempfile.TemporaryDirectory(prefix="smoothsweep-spec-") as tmp:
+            path = client.download_artifacts(parents[0].info.run_id, cv.SPEC_ARTIFACT, tmp)
+            return json.loads(Path(path).read_text())
+
+
+def warm_start(sweep: str, tracking_uri: str, spec: Spec) -> dict[str, list[Any]]:
+    """The finished trials of an earlier sweep of the same experiment, per cell, as Optuna
+    trials in `spec`'s search space: what an extended sweep's studies start from."""
+    from optuna.trial import TrialState
+
+    from service import analysis
+    from service.optuna_plots import frozen_trials
+
+    old = analysis.load_trials(sweep, tracking_uri)
+    if old.attrs.get("experiment") != spec.experiment:
+        raise SpecError(
+            f"sweep {sweep!r} ran {old.attrs.get('experiment')!r}, not {spec.experiment!r}: "
+            f"extend a sweep with a spec of its own experiment"
+        )
+    bounds = spec.search_bounds()
+    warm: dict[str, list[Any]] = {}
+    for label, cell in old.groupby("cell", sort=False):
+        cell.attrs = old.attrs
+        done = frozen_trials(cell, search=bounds, metric=spec.objective.metric,
+                             mode=spec.objective.mode)  # fmt: skip
+        warm[str(label)] = [t for t in done if t.state == TrialState.COMPLETE]
+    return warm
 
 
 def _then_overlay(
@@ -154,7 +211,7 @@ def resume_sweep(
     sizes = meta.get("pack_sizes") or [1] * len(spec.cells())
     start_ray(address)
     check_capacity(spec, address)
-    record = SweepRecord(uri, name).open(sweep_tags(spec))
+    record = SweepRecord(uri, name).open(sweep_tags(spec), spec=spec)
     if not tune.Tuner.can_restore(str(root)):
         raise ClusterError(
             f"sweep {name!r} has no Ray Tune state in {root} yet; run it again instead"
@@ -199,7 +256,13 @@ def _callbacks(spec: Spec, record: SweepRecord, progress: bool) -> list[Any]:
 
 
 def _build_tuner(
-    spec: Spec, sizes: list[int], name: str, storage: Path, record: SweepRecord, progress: bool
+    spec: Spec,
+    sizes: list[int],
+    name: str,
+    storage: Path,
+    record: SweepRecord,
+    progress: bool,
+    warm: dict[str, list[Any]] | None = None,
 ) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -212,7 +275,8 @@ def _build_tuner(
             grace_period=spec.asha.grace_period,
             reduction_factor=spec.asha.reduction_factor,
         )
-    searcher = StratifiedOptuna(spec, sizes, sweep=name)
+    journal = str(storage / name / JOURNAL)
+    searcher = StratifiedOptuna(spec, sizes, sweep=name, journal=journal, warm=warm)
     search = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
     return tune.Tuner(
         _trainable(spec, sizes),
@@ -222,6 +286,7 @@ def _build_tuner(
             search_alg=search,
             scheduler=scheduler,
             num_samples=num_packs(spec, sizes),
+            time_budget_s=spec.budget.time_s if spec.budget else None,
             reuse_actors=True,  # a fresh worker per trial pays the torch import (2-3 s) each time
         ),
         run_config=tune.RunConfig(
@@ -262,6 +327,7 @@ def _fit(
     interrupted = SweepError(
         f"sweep {name!r} interrupted; continue it with `smoothsweep resume {name}`"
     )
+    started = time.monotonic()
     with _sigterm_stops_like_ctrl_c():
         try:
             results = tuner.fit()
@@ -271,7 +337,8 @@ def _fit(
     # Tune's own Ctrl-C handling returns normally (and counts the trials it stopped as TERMINATED):
     # the sweep is unfinished when the tracker had to close a trial's run itself, or when the
     # searcher had not yet made every trial (a cell's quota, or its precision target).
-    trials = sum(len(cv.member_configs(r.config)) for r in results)  # configurations, not packs
+    # configurations, not packs; a trial a time budget never started has no config
+    trials = sum(len(cv.member_configs(r.config)) for r in results if r.config)
     searcher = StratifiedOptuna.live.get(name)
     if searcher is not None:
         unmade = not searcher.complete
@@ -281,13 +348,21 @@ def _fit(
         # means unfinished, unless a precision target may have closed cells early (which only
         # that searcher knew).
         unmade = trials < spec.num_trials and spec.precision is None
-    if record.unfinished or unmade:
+    budget = spec.budget.time_s if spec.budget else None
+    ended_by = None
+    if (record.unfinished or unmade) and budget and time.monotonic() - started >= 0.95 * budget:
+        # Tune's time budget, not Ctrl-C: the sweep is over as asked, with what it has
+        ended_by = f"its time budget of {budget:g} s ({record.unfinished} running trial(s) KILLED)"
+        record.tag(cv.ENDED_BY, ended_by)
+    elif record.unfinished or unmade:
         record.close("KILLED")
         raise interrupted
     # counted in configurations: an error ends every configuration of its pack
-    errors = sum(len(cv.member_configs(r.config)) for r in results if r.error is not None)
+    errors = sum(len(cv.member_configs(r.config)) for r in results if r.config and r.error)
     record.close("FINISHED" if not errors else "FAILED")
-    return SweepResult(name, uri, root, trials, errors)
+    return SweepResult(
+        name, uri, root, trials, errors, experiment_id=record.experiment_id, ended_by=ended_by
+    )
 
 
 class Progress(Callback):

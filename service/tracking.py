@@ -27,6 +27,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from service import conventions as cv
+from service import mlflow_view as view
 from service.errors import connection_cause, tracking_error
 from trainables.artifacts import ARTIFACTS
 from trainables.config import ConfigError
@@ -41,7 +42,9 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = "mlflow.db"
 MAX_BATCH = 900  # MLflow accepts 1000 metrics per log_batch call
 MAX_PARAMS = 100  # and 100 params
+MAX_TAG = 8000  # MLflow's longest tag value
 FLUSH_EVERY_S = 10.0  # a live curve in the UI, without a write per report of every configuration
+REFIT_EVERY_S = 60.0  # the parent run's live x_opt: a refit of each cell costs about a second
 NOT_METRICS = set(AUTO_RESULT_KEYS) | {"step", "done", "trial_id", "experiment_tag", FAILURE_REASON}
 ARTIFACT_ERROR = cv.PREFIX + "artifact_error"
 LOGGED_STEP = cv.PREFIX + "logged_step"  # last step flushed: a restarted trial skips up to it
@@ -227,8 +230,16 @@ class SweepRecord:
             lambda: self.client.search_experiments(max_results=1), "answer", self.uri, tries=1
         )
 
-    def open(self, tags: Mapping[str, str], spec_json: str | None = None) -> SweepRecord:
-        """Find or create the experiment and the parent run (idempotent: resume calls it too)."""
+    def open(
+        self,
+        tags: Mapping[str, str],
+        spec_json: str | None = None,
+        spec: Spec | None = None,
+    ) -> SweepRecord:
+        """Find or create the experiment and the parent run (idempotent: resume calls it too).
+
+        With the `spec`, the experiment gets its description and UI view, and the parent run the
+        sweep's params (`service.mlflow_view`)."""
         exp = with_retry(lambda: self.client.get_experiment_by_name(self.sweep), "read", self.uri)
         if exp is None:
             self.experiment_id = with_retry(
@@ -240,6 +251,14 @@ class SweepRecord:
             )
         else:
             self.experiment_id = exp.experiment_id
+        for key, value in (view.experiment_tags(spec) if spec is not None else {}).items():
+            with_retry(
+                lambda key=key, value=value: self.client.set_experiment_tag(
+                    self.experiment_id, key, value
+                ),
+                "tag the experiment",
+                self.uri,
+            )
         parents = self._search(f"tags.`{cv.ROLE}` = '{cv.ROLE_SWEEP}'")
         if parents:
             self.parent_run_id = parents[0].info.run_id
@@ -260,6 +279,15 @@ class SweepRecord:
                 self.uri,
             )
             self.parent_run_id = run.info.run_id
+            if spec is not None:
+                params = [Param(k, v) for k, v in view.sweep_params(spec).items()]
+                for start in range(0, len(params), MAX_PARAMS):
+                    chunk = params[start : start + MAX_PARAMS]
+                    with_retry(
+                        lambda chunk=chunk: self.client.log_batch(self.parent_run_id, params=chunk),
+                        "log the sweep's params",
+                        self.uri,
+                    )
             if spec_json is not None:
                 with_retry(
                     lambda: self.client.log_text(self.parent_run_id, spec_json, cv.SPEC_ARTIFACT),
@@ -291,12 +319,22 @@ class SweepRecord:
             if not token:
                 return runs
 
+    def log_metrics(self, values: Mapping[str, float], step: int) -> None:
+        metrics = _metrics(values, step)
+        for start in range(0, len(metrics), MAX_BATCH):
+            chunk = metrics[start : start + MAX_BATCH]
+            with_retry(
+                lambda chunk=chunk: self.client.log_batch(self.parent_run_id, metrics=chunk),
+                "log the sweep's results",
+                self.uri,
+            )
+
     def tag(self, key: str, value: str) -> None:
         with_retry(lambda: self.client.set_tag(self.parent_run_id, key, value), "tag", self.uri)
 
-    def log_artifact(self, path: str | Path) -> None:
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         with_retry(
-            lambda: self.client.log_artifact(self.parent_run_id, str(path)),
+            lambda: self.client.log_artifact(self.parent_run_id, str(path), folder),
             "log an artifact",
             self.uri,
         )
@@ -309,6 +347,11 @@ class SweepRecord:
         )
 
 
+def _metrics(values: Mapping[str, float], step: int) -> list[Metric]:
+    ts = int(time.time() * 1000)
+    return [Metric(k, float(v), ts, step) for k, v in sorted(values.items())]
+
+
 def _experiment_artifacts(uri: str, sweep: str) -> str | None:
     root = local_artifact_root(uri)
     return f"{root}/{sweep}" if root else None
@@ -317,8 +360,14 @@ def _experiment_artifacts(uri: str, sweep: str) -> str | None:
 class _TrialRun:
     """Buffered state of one trial's child run."""
 
-    def __init__(self, run_id: str | None, logged_step: int) -> None:
+    def __init__(
+        self, run_id: str | None, logged_step: int, cell: str = "", config: Any = None
+    ) -> None:
         self.run_id = run_id
+        self.cell = cell
+        self.config: Mapping[str, Any] = config or {}
+        self.last: dict[str, Any] = {}  # the latest report's metrics, for the sweep's summary
+        self.tags: list[RunTag] = []  # not yet sent: they go with the next metrics
         self.logged_step = logged_step
         self.buffer: list[Metric] = []
         self.params: list[Param] = []  # not yet sent: they go with the first metrics
@@ -343,11 +392,23 @@ class MlflowTracker(Callback):
         self.record = record
         self.tags = sweep_tags(spec)
         self.axes = sorted(spec.axes)
+        self.searched = list(spec.search)
         self.config_class = trainables.load(spec.experiment).Config
         self.runs: dict[str, _TrialRun] = {}
         self.existing = record.trial_runs()
         self.lost: dict[str, Any] | None = None
         self.outbox = Outbox(record.uri)
+        self.made = len(self.existing)  # runs of the sweep so far: the next one's number
+        self.summary = view.LiveSummary(spec)
+        for found in self.existing.values():  # after a resume: the trials that already ended
+            if found.info.status in ("FINISHED", "FAILED"):
+                metrics = {**found.data.metrics, **cv.parse_replicas_tag(
+                    found.data.tags.get(cv.REPLICAS))}  # fmt: skip
+                if found.info.status == "FAILED":
+                    metrics[cv.STATUS] = "failed"
+                config = _json_or_empty(found.data.tags.get(cv.CONFIG))
+                self.summary.add(found.data.tags.get(cv.CELL, ""), config, metrics)
+        self.last_counts = self.last_fit = time.monotonic()
 
     @property
     def client(self) -> MlflowClient:
@@ -369,6 +430,7 @@ class MlflowTracker(Callback):
                 key: r for key, r in self.existing.items() if key.partition("#")[0] not in known
             }
         self.outbox.drain()  # between results too, so a returning server gets its backlog soon
+        self._summarise()
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -380,6 +442,7 @@ class MlflowTracker(Callback):
             payloads = metrics.pop(ARTIFACTS, None)
             if run.closed:
                 continue  # a pack that Ray restarted replays a configuration that already ended
+            run.last = metrics
             if payloads:
                 self._log_artifacts(run, payloads)
             if step > run.max_step:
@@ -428,6 +491,7 @@ class MlflowTracker(Callback):
                     lambda rid=rid: self.client.set_tag(rid, cv.FAILURE_REASON, reason), "tag"
                 )
                 self._call(lambda rid=rid: self.client.set_terminated(rid, "KILLED"), "end a run")
+        self._summarise(final=True)
         self.outbox.drain(block=True)  # the sweep is not over until MLflow has all of it
 
     # --- helpers ----------------------------------------------------------------------------------
@@ -447,7 +511,8 @@ class MlflowTracker(Callback):
         config = cv.member_configs(trial.config)[index]
         found = self.existing.get(key) or self._adopt(key, config)
         if found is not None:
-            run = _TrialRun(found.info.run_id, int(found.data.tags.get(LOGGED_STEP, "0")))
+            logged = int(found.data.tags.get(LOGGED_STEP, "0"))
+            run = _TrialRun(found.info.run_id, logged, found.data.tags.get(cv.CELL, ""), config)
             if found.info.status == "FINISHED":
                 # A configuration that ended within a pack Ray re-runs: its record is complete.
                 run.closed = True
@@ -458,18 +523,20 @@ class MlflowTracker(Callback):
                 if cv.FAILURE_REASON in found.data.tags:  # why it stopped no longer holds
                     self._call(lambda: self.client.delete_tag(run.run_id, cv.FAILURE_REASON), "tag")
         else:
+            cell = cv.cell_label({a: config[a] for a in self.axes if a in config})
             tags = {
                 **self.tags,
                 cv.ROLE: cv.ROLE_TRIAL,
                 cv.PARENT_RUN_ID: self.record.parent_run_id,
                 cv.TRIAL_ID: key,
                 cv.PACK_ID: trial.trial_id,
-                cv.CELL: cv.cell_label({a: config[a] for a in self.axes if a in config}),
+                cv.CELL: cell,
                 cv.CONFIG: cv.dumps(config),
                 **self._seed_tags(config),
             }
-            run = _TrialRun(None, 0)  # its id arrives when the create is sent (see Outbox)
-            name = str(trial) if key == trial.trial_id else f"{trial}#{index}"
+            run = _TrialRun(None, 0, cell, config)  # its id arrives when the create is sent
+            self.made += 1
+            name = view.run_name(config, self.axes, self.searched, self.made)
 
             def create(run: _TrialRun = run, name: str = name) -> None:
                 made = self.client.create_run(self.record.experiment_id, run_name=name, tags=tags)
@@ -520,11 +587,12 @@ class MlflowTracker(Callback):
             )
 
     def _flush(self, run: _TrialRun) -> None:
-        while run.buffer or run.params:
+        while run.buffer or run.params or run.tags:
             chunk, rest = run.buffer[:MAX_BATCH], run.buffer[MAX_BATCH:]
             params, run.params = run.params[:MAX_PARAMS], run.params[MAX_PARAMS:]
             step = max((m.step for m in chunk), default=run.logged_step)
             tags = [RunTag(LOGGED_STEP, str(step))] if chunk else []
+            tags, run.tags = tags + run.tags, []
             self._call(
                 lambda chunk=chunk, params=params, tags=tags: self.client.log_batch(
                     run.run_id, metrics=chunk, params=params, tags=tags
@@ -538,9 +606,19 @@ class MlflowTracker(Callback):
     def _close(self, run: _TrialRun, status: str, reason: str = "", stopped: str = "") -> None:
         if run.closed:
             return
-        run.buffer.extend(run.replicas)
+        replicas = {m.key: m.value for m in run.replicas}
+        tag = cv.replicas_tag(replicas)
+        if replicas and len(tag) <= MAX_TAG:
+            run.tags.append(RunTag(cv.REPLICAS, tag))  # in the last batch: no write of its own
+        elif replicas:  # too many replicas for one tag: as metrics, as older stores hold them
+            run.buffer.extend(run.replicas)
         run.replicas = []
         self._flush(run)
+        metrics = {**run.last, **replicas}
+        if status == "FAILED":
+            metrics[cv.STATUS] = "failed"
+        if status != "KILLED":
+            self.summary.add(run.cell, run.config, metrics)
         if reason:
             note = reason[:5000]
             self._call(lambda: self.client.set_tag(run.run_id, cv.FAILURE_REASON, note), "tag")
@@ -548,6 +626,33 @@ class MlflowTracker(Callback):
             self._call(lambda: self.client.set_tag(run.run_id, cv.STOPPED_EARLY, stopped), "tag")
         self._call(lambda: self.client.set_terminated(run.run_id, status=status), "end a run")
         run.closed = True
+
+    def _summarise(self, final: bool = False) -> None:
+        """The parent run's live results: counts and bests now and then, x_opt less often."""
+        now = time.monotonic()
+        values: dict[str, float] = {}
+        if final or now - self.last_counts > FLUSH_EVERY_S:
+            values.update(self.summary.counts())
+            self.last_counts = now
+        if self.summary.unfitted and (final or now - self.last_fit > REFIT_EVERY_S):
+            try:
+                values.update(self.summary.fit())
+            except Exception as exc:  # a live estimate must never end a sweep
+                log.warning("live x_opt skipped: %s", exc)
+            self.last_fit = now
+        if values:
+            metrics, parent = _metrics(values, self.summary.ended), self.record.parent_run_id
+            self._call(
+                lambda: self.client.log_batch(parent, metrics=metrics), "log the sweep's results"
+            )
+
+
+def _json_or_empty(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def metric_items(result: Mapping[str, Any]) -> Iterable[tuple[str, float]]:

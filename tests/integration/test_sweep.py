@@ -13,19 +13,9 @@ from mlflow.tracking import MlflowClient
 
 from service import conventions as cv
 from service.spec import load_spec, shipped_specs
-from tests.integration.helpers import Workspace, child_runs, kill_group, parent_runs
+from tests.integration.helpers import Workspace, child_runs, kill_group, parent_runs  # noqa: F401
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """One smoke sweep of the shipped sinusoid spec, inspected by several tests."""
-    ws = Workspace(tmp_path_factory.mktemp("smoke"))
-    proc = ws.cli("run", "sinusoid", "--profile", "smoke", "--name", "smk")
-    yield ws, proc
-    ws.cleanup()
-    assert not ws.leftovers()
 
 
 def test_smoke_sweep_lands_every_trial_once_finished_under_one_parent(smoke):
@@ -67,10 +57,13 @@ def test_runs_carry_reproduction_tags_params_and_metric_curves(smoke):
         assert float(run.data.params["sigma_inv"]) == pytest.approx(config["sigma_inv"])
         history = client.get_metric_history(run.info.run_id, "test_mse")
         assert [m.step for m in history] == [20, 40, 60]  # every evaluation, each exactly once
-        assert {"test_mse/r0", "test_mse/r1", "train_mse", "ood_mse"} <= set(run.data.metrics)
+        # the means are metrics; each replica's final values one tag, out of the charts' way
+        assert {"test_mse", "train_mse", "ood_mse"} <= set(run.data.metrics)
+        assert not [m for m in run.data.metrics if "/r" in m]
+        replicas = cv.parse_replicas_tag(tags[cv.REPLICAS])
         plots = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"fit.json", "fit.png"} <= plots
-        mean = (run.data.metrics["test_mse/r0"] + run.data.metrics["test_mse/r1"]) / 2
+        mean = (replicas["test_mse/r0"] + replicas["test_mse/r1"]) / 2
         assert run.data.metrics["test_mse"] == pytest.approx(mean)
 
 
@@ -335,3 +328,155 @@ def test_ui_serves_the_sweep_and_its_curve(smoke):
 
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
+
+
+def test_dashboard_serves_each_cells_study_with_every_trial(smoke):
+    """`smoothsweep dashboard` on the sweep's Optuna journal: optuna-dashboard's own API lists a
+    study per cell holding exactly the trials MLflow has, with the same values."""
+    import urllib.request
+
+    from tests.integration.helpers import free_port
+
+    ws, _ = smoke
+    port = free_port()
+    proc = ws.start("dashboard", "smk", "--port", str(port))
+    try:
+        api = f"http://127.0.0.1:{port}/api/studies"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(api, timeout=2) as r:
+                    studies = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+                time.sleep(0.3)
+        assert sorted(s["study_name"] for s in studies) == ["smk/width=16", "smk/width=64"]
+        shown = []
+        for study in studies:
+            with urllib.request.urlopen(f"{api}/{study['study_id']}", timeout=10) as r:
+                trials = json.load(r)["trials"]
+            assert len(trials) == 3 and {t["state"] for t in trials} == {"Complete"}
+            shown += [t["values"][0] for t in trials]
+    finally:
+        kill_group(proc)
+    logged = [r.data.metrics["test_mse"] for r in child_runs(ws.tracking_uri, "smk")]
+    assert sorted(shown) == pytest.approx(sorted(logged))
+
+
+def test_optuna_plots_are_valid_pngs_on_the_parent_run(smoke, tmp_path):
+    import matplotlib.image
+
+    ws, _ = smoke
+    parent = parent_runs(ws.tracking_uri, "smk")[0]
+    client = MlflowClient(ws.tracking_uri)
+    names = sorted(a.path for a in client.list_artifacts(parent.info.run_id, "optuna"))
+    # 3 trials a cell: too few for importances (PED-ANOVA wants 10), enough for the rest
+    assert names == [f"optuna/optuna-width_{w}-{kind}.png" for w in (16, 64)
+                     for kind in ("contour", "history", "slice")]  # fmt: skip
+    for name in names:
+        path = client.download_artifacts(parent.info.run_id, name, str(tmp_path))
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        height, width = matplotlib.image.imread(path).shape[:2]
+        assert width >= 300 and height >= 300
+
+
+def test_sweeps_lists_the_store_and_export_writes_one_row_per_replica(smoke):
+    import pandas as pd
+
+    ws, _ = smoke
+    listed = ws.cli("sweeps", "--format", "json", "--tracking-uri", ws.tracking_uri)
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert set(rows) == {"smk", "smk-overlay"}
+    assert (rows["smk"]["experiment"], rows["smk"]["trials"], rows["smk"]["finished"]) == (
+        "sinusoid",
+        6,
+        6,
+    )
+    assert rows["smk"]["status"] == "FINISHED"
+    out = ws.path / "smk.csv"
+    proc = ws.cli("export", "smk", "--out", str(out), "--tracking-uri", ws.tracking_uri)
+    assert proc.returncode == 0, proc.stderr
+    frame = pd.read_csv(out)
+    assert len(frame) == 12 and sorted(frame["replica"].unique()) == [0, 1]
+    for run in child_runs(ws.tracking_uri, "smk"):
+        mine = frame[frame["run_id"] == run.info.run_id]
+        assert mine["test_mse"].mean() == pytest.approx(run.data.metrics["test_mse"])
+
+
+def test_a_time_budget_ends_the_sweep_cleanly_and_says_so(workspace: Workspace):
+    proc = workspace.cli(
+        "run", "sinusoid", "--profile", "smoke", "--name", "budget", "--set", "overlay=null",
+        "--set", "trials_per_cell=500", "--set", "pack=1", "--set", "budget.time_s=10",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "sweep budget ended at its time budget of 10 s" in proc.stdout
+    parent = parent_runs(workspace.tracking_uri, "budget")[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[cv.ENDED_BY].startswith("its time budget of 10 s")
+    runs = child_runs(workspace.tracking_uri, "budget")
+    statuses = [r.info.status for r in runs]
+    assert "RUNNING" not in statuses and 0 < statuses.count("FINISHED") < 1000
+    assert statuses.count("KILLED") <= 2  # at most the trials running at the end (max_concurrent)
+
+
+EDGE = {
+    "name": "gpedge", "experiment": "gp", "objective": {"metric": "test_mse", "mode": "min"},
+    "fixed": {"replicas": 2, "test_points": 200, "ood_points": 200},
+    "axes": {"train_points": [100]},
+    "search": {"length_scale": {"low": 0.02, "high": 0.15, "log": True}},  # below λ* ≈ 1.7
+    "trials_per_cell": 8, "max_concurrent": 2,
+}  # fmt: skip
+
+
+def test_extend_widens_an_edge_optimum_into_the_interior_pooling_the_old_trials(
+    workspace: Workspace,
+):
+    spec = workspace.write_spec("edge", EDGE)
+    first = workspace.cli("run", str(spec), "--name", "edge")
+    assert first.returncode == 0, first.stderr[-3000:]
+    command = "smoothsweep extend edge --set search.length_scale.high=1.5"
+    assert command in first.stdout  # the edge flag says how to widen that side
+    proc = workspace.cli(
+        "extend", "edge", "--set", "search.length_scale.high=20", "--trials", "10",
+        "--format", "json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "sweep edge-ext: extends edge (gp), 1 cell(s) x 10 new trials" in proc.stdout
+    parent = parent_runs(workspace.tracking_uri, "edge-ext")[0]
+    assert parent.data.tags[cv.EXTENDS] == "edge"
+    assert len(child_runs(workspace.tracking_uri, "edge-ext")) == 10  # no old trial re-run
+    optimum = json.loads(proc.stdout.split("optimum length scale:\n")[1].split("\n]")[0] + "\n]")
+    (row,) = optimum
+    assert row["n_trials"] == 18  # pooled: 8 earlier + 10 new
+    # beyond the old edge, inside the widened range, its CI too, and no flag
+    assert 0.15 < row["x_opt"] < 20 and not row["flags"]
+    assert 0.02 < row["ci_low"] <= row["x_opt"] <= row["ci_high"] < 20
+    assert parent.data.metrics["x_opt/train_points_100"] == pytest.approx(row["x_opt"])
+
+
+def test_plots_puts_optuna_importance_slice_contour_and_history_on_the_parent_run(
+    workspace: Workspace, tmp_path
+):
+    import matplotlib.image
+
+    proc = workspace.cli(
+        "run", "sinusoid", "--profile", "smoke", "--name", "many", "--set", "overlay=null",
+        "--set", "width=16", "--set", "trials_per_cell=12",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    plots = workspace.cli("plots", "many", "--tracking-uri", workspace.tracking_uri)
+    assert plots.returncode == 0, plots.stderr[-3000:]
+    parent = parent_runs(workspace.tracking_uri, "many")[0]
+    client = MlflowClient(workspace.tracking_uri)
+    names = sorted(a.path for a in client.list_artifacts(parent.info.run_id, "optuna"))
+    kinds = ("contour", "history", "importance", "slice")
+    assert names == [f"optuna/optuna-all-{kind}.png" for kind in kinds]  # one cell: "all"
+    for name in names:
+        path = client.download_artifacts(parent.info.run_id, name, str(tmp_path))
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        height, width = matplotlib.image.imread(path).shape[:2]
+        assert width >= 300 and height >= 300

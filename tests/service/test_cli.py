@@ -7,6 +7,7 @@ import socket
 from importlib import metadata
 
 import pytest
+import torch
 
 from service.cli import main
 from trainables import sinusoid
@@ -83,6 +84,12 @@ def test_train_prints_the_same_metrics_as_a_direct_run(capsys):
         (["run", "sinusoid", "--storage", "a-file/sweeps"], 2, "`--storage` 'a-file/sweeps' is "),
         (["resume", "x", "--storage", "a-file/sweeps"], 2, "pass --storage DIR with a directory"),
         (["experiments", "sinus"], 2, "unknown experiment 'sinus'"),
+        (["dashboard", "nope"], 2, "sweep 'nope' has no Optuna journal at "),
+        (
+            ["export", "nope", "--out", "x.xlsx"],
+            2,
+            "cannot tell the export format from the suffix '.xlsx'",
+        ),
         (
             ["run", "sinusoid", "--address", "127.0.0.1:6379"],
             2,
@@ -195,3 +202,31 @@ def test_ui_on_a_busy_port_is_one_line_and_fails(capsys, tmp_path):
         )
     assert code == 1 and err.count("\n") == 1
     assert f"cannot serve the UI on 127.0.0.1:{port}" in err and f"--port {port + 1}" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there")
+def test_train_on_cuda_without_one_is_one_line(capsys):
+    code, _, err = run_cli(capsys, "train", "sinusoid", "--device", "cuda")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "torch sees no CUDA device here; use --device cpu" in err
+
+
+def test_ui_prints_the_link_to_a_sweep_or_refuses_an_unknown_one(capsys, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from service import cli
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    exp = MlflowClient(uri).create_experiment("sw")
+    assert cli._sweep_link(uri, "sw", "http://h:1") == (
+        f"http://h:1/#/experiments/{exp}/runs?viewStateShareKey=smoothsweep"
+        "&workflowType=machine_learning"
+    )
+    assert cli._sweep_link(uri, None, "http://h:1").startswith(f"http://h:1/#/experiments/{exp}/")
+    fresh = f"sqlite:///{tmp_path}/none.db"
+    assert cli._sweep_link(fresh, None, "http://h:1").endswith(
+        "#/experiments?workflowType=machine_learning"
+    )
+    code, _, err = run_cli(capsys, "ui", "nope", "--tracking-uri", uri, "--port", "1")
+    # (MLflow's own INFO lines from making the store above come first)
+    assert code == 2 and err.splitlines()[-1].startswith("smoothsweep: error: no sweep named")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
 
@@ -130,6 +132,7 @@ def test_no_search_params_still_runs_every_cell():
         ("cmaes", optuna.samplers.CmaEsSampler),
         ("qmc", optuna.samplers.QMCSampler),
         ("random", optuna.samplers.RandomSampler),
+        ("gp", optuna.samplers.GPSampler),
     ],
 )
 def test_samplers(kind, cls):
@@ -175,3 +178,35 @@ def test_a_precision_target_closes_an_easy_cell_early_and_keeps_a_hard_one_open(
     status = searcher.precision.status(searcher.cells)
     assert status.startswith("width=8: sigma_inv* ") and "closed" in status.split(";")[0]
     assert search.StratifiedOptuna.live["precision-test"] is searcher
+
+
+def test_the_gp_sampler_suggests_inside_the_space_and_learns_from_what_it_is_told():
+    spec = load_spec({**SPEC, "sampler": "gp", "trials_per_cell": 14, "axes": {"width": [8]}})
+    searcher = search.StratifiedOptuna(spec)
+    assert isinstance(searcher.studies[0].sampler, optuna.samplers.GPSampler)
+    seen = []
+    for i in range(14):
+        config = searcher.suggest(f"t{i}")
+        member = {**config, **config["pack"][0]}
+        s = member["sigma_inv"]
+        assert 0.1 <= s <= 10
+        seen.append(s)
+        value = (math.log(s) - math.log(2.0)) ** 2
+        searcher.on_trial_complete(f"t{i}", {"members": {"0": {"test_mse": value,
+                                                               "status": "finished"}}})  # fmt: skip
+    # after its 10 random start-up trials the GP homes in on the bowl's bottom at σ⁻¹ = 2
+    assert min(abs(math.log(s / 2.0)) for s in seen[10:]) < 0.3
+
+
+def test_an_extended_sweeps_studies_start_from_the_earlier_trials_and_count_only_new_ones():
+    spec = load_spec({**SPEC, "axes": {"width": [8, 16]}, "trials_per_cell": 2})
+    dist = {"sigma_inv": optuna.distributions.FloatDistribution(0.1, 10.0, log=True)}
+    old = [
+        optuna.trial.create_trial(params={"sigma_inv": s}, distributions=dist, value=v)
+        for s, v in ((0.5, 1.0), (2.0, 0.1), (8.0, 3.0))
+    ]
+    searcher = search.StratifiedOptuna(spec, warm={"width=8": old})
+    assert [t.value for t in searcher.studies[0].trials] == [1.0, 0.1, 3.0]
+    assert searcher.studies[1].trials == [] and searcher.studies[0].best_value == 0.1
+    made = [searcher.suggest(f"t{i}") for i in range(5)]
+    assert made[-1] == search.Searcher.FINISHED  # 2 new trials per cell, the old ones extra

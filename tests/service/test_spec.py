@@ -60,13 +60,15 @@ BAD = [
     ("trials_per_cell", 0, r"`trials_per_cell` must be >= 1, but got 0"),
     ("trials_per_cell", True, r"`trials_per_cell` must be an integer, but got True"),
     ("trials_per_cel", 3, r"unknown key `trials_per_cel` in the spec; did you mean `trials_"),
-    ("sampler", "grid", r"`sampler` must be one of \['tpe', 'cmaes', 'qmc', 'random'\], but got"),
+    ("sampler", "grid", r"`sampler` must be one of \['tpe', 'cmaes', 'qmc', 'random', 'gp'\]"),
     ("resources", {"cpu": 0}, r"`resources.cpu` must be > 0, but got 0.0"),
     ("resources", {"gpu": 1.5}, r"`resources.gpu` must be at most 1 or a whole number, but got"),
     ("resources", 5, r"`resources` must be a mapping, but got 5"),
     ("asha", {"grace_period": 0}, r"`asha.grace_period` must be >= 1, but got 0"),
     ("name", "a b", r"`name` must be letters, digits, '_', '.' or '-', starting with a letter"),
-    ("bogus", 1, r"unknown key `bogus` in the spec \(valid keys: asha, axes, description, "),
+    ("bogus", 1, r"unknown key `bogus` in the spec \(valid keys: asha, axes, budget, desc"),
+    ("budget", {"time_s": 0}, r"`budget.time_s` must be > 0 seconds, but got 0"),
+    ("budget", {"time": 5}, r"unknown key `time` in `budget`; did you mean `time_s`\?"),
 ]
 
 
@@ -204,3 +206,11 @@ def test_overlay_and_nuisance_are_settable_from_the_command_line():
     assert load_spec("sinusoid").overlay == "gp_sinusoid"
     assert load_spec("sinusoid", overrides=["overlay=null"]).overlay is None
     assert load_spec("sinusoid", overrides=["nuisance=[]"]).nuisance == []
+
+
+def test_set_widens_one_bound_of_a_searched_range_and_names_an_unsearched_one():
+    spec = load_spec("sinusoid", overrides=["search.sigma_inv.high=50"])
+    assert (spec.search["sigma_inv"].low, spec.search["sigma_inv"].high) == (0.05, 50.0)
+    assert spec.search["sigma_inv"].log
+    with pytest.raises(SpecError, match=r"'width' is not searched by this spec \(searched: lr, "):
+        load_spec("sinusoid", overrides=["search.width.high=5"])
