@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("experiment")
     _overrides(s)
     s.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when visible)")
+    s.add_argument(
+        "--threads", type=_threads, default=1, metavar="N",
+        help="torch intra-op threads (default 1, as a one-CPU trial gets: small nets run slower "
+        "on more, next to other work)",
+    )  # fmt: skip
     s.add_argument("--artifacts", metavar="DIR", help="write the run's plots (JSON + PNG) here")
     _format(s, ("table", "json"))
     s.set_defaults(func=cmd_train)
@@ -89,11 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", help="a profile defined in the spec, e.g. smoke")
     _overrides(s)
     s.add_argument("--name", help="sweep name (default: spec name + timestamp)")
-    _location(s)
-    s.add_argument("--address", help="Ray cluster address (default: a local Ray)")
-    s.add_argument("--out", help="curve PNG (default: <storage>/<name>/curve.png)")
-    s.add_argument("--top", type=int, default=1, help="best configs to print per cell")
-    _format(s)
+    _driven_here(s)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser(
@@ -103,11 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _overrides(s)
     s.add_argument("--trials", type=int, help="new trials per cell (default: as the earlier)")
     s.add_argument("--name", help="the new sweep's name (default: SWEEP-ext, -ext2, ...)")
-    _location(s)
-    s.add_argument("--address", help="Ray cluster address (default: a local Ray)")
-    s.add_argument("--out", help="curve PNG (default: <storage>/<name>/curve.png)")
-    s.add_argument("--top", type=int, default=1, help="best configs to print per cell")
-    _format(s)
+    _driven_here(s)
     s.set_defaults(func=cmd_extend)
 
     s = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray Job")
@@ -244,6 +241,15 @@ def _location(s: argparse.ArgumentParser) -> None:
     )
 
 
+def _driven_here(s: argparse.ArgumentParser) -> None:
+    """What `run` and `extend` share: where the sweep runs and is kept, and what it prints."""
+    _location(s)
+    s.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    s.add_argument("--out", help="curve PNG (default: <storage>/<name>/curve.png)")
+    s.add_argument("--top", type=int, default=1, help="best configs to print per cell")
+    _format(s)
+
+
 def emit(frame: pd.DataFrame, fmt: str) -> None:
     if fmt == "json":
         print(frame.to_json(orient="records", indent=2))
@@ -343,6 +349,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = dict(parse_override(s) for s in args.set)
         module.Config.from_mapping(config)  # fail on a bad key before any compute
     device = _device(args.device)
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     def report(step: int, metrics: Mapping[str, Any]) -> bool:
         shown = " ".join(
@@ -382,6 +391,16 @@ def _config_errors(experiment: str) -> Iterator[None]:
         yield
     except ConfigError as exc:
         raise SpecError(f"{experiment}: {exc}") from None
+
+
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {text!r}")
+    return n
 
 
 def _device(name: str | None) -> str | None:

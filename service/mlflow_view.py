@@ -139,15 +139,18 @@ class LiveSummary:
         self.cells = {cv.cell_label(c): c for c in spec.cells()}
         self.metric, self.mode = spec.objective.metric, spec.objective.mode
         self.x = _length_scale(spec)
-        searched = [k for k, p in spec.search.items() if p.type != "categorical"]
-        nuisance = spec.nuisance if spec.nuisance is not None else searched
-        self.nuisance = [n for n in nuisance if n != self.x][:2]
+        self.nuisance = spec.live_nuisance(self.x)
         self.rows: dict[str, list[dict[str, Any]]] = {k: [] for k in self.cells}
         self.finished = dict.fromkeys(self.cells, 0)
         self.failed = dict.fromkeys(self.cells, 0)
         self.best: dict[str, float] = {}
         self.ended = 0
-        self.unfitted = False  # endings since the last fit
+        self.dirty: set[str] = set()  # cells with endings since their last fit
+        self.fitted: dict[str, dict[str, float]] = {}  # each cell's last fit, as metrics
+
+    @property
+    def unfitted(self) -> bool:
+        return bool(self.dirty)
 
     def add(self, label: str, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
         if label not in self.cells:
@@ -168,7 +171,7 @@ class LiveSummary:
             self.rows[label].append(
                 trial_row(config, metrics, x=self.x, nuisance=self.nuisance, metric=self.metric)
             )
-            self.unfitted = True
+            self.dirty.add(label)
 
     def counts(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -180,20 +183,20 @@ class LiveSummary:
         return out
 
     def fit(self) -> dict[str, float]:
-        """x_opt and its CI per cell with 3 or more finished trials."""
+        """x_opt and its CI per cell with 3 or more finished trials; only the cells that had
+        endings since are refitted (a refit is about a second a cell)."""
         from service.optimum import fit_rows
 
-        self.unfitted = False
-        out: dict[str, float] = {}
-        for label, cell in self.cells.items():
+        for label in sorted(self.dirty):
             rows = self.rows[label]
             if self.x is None or len(rows) < 3:
                 continue
             row = fit_rows(rows, x=self.x, nuisance=self.nuisance, metric=self.metric,
                            mode=self.mode, n_boot=self.N_BOOT)  # fmt: skip
             if row is not None:
-                out.update(optimum_metrics(row, cell))
-        return out
+                self.fitted[label] = optimum_metrics(row, self.cells[label])
+        self.dirty.clear()
+        return {k: v for values in self.fitted.values() for k, v in values.items()}
 
 
 def optimum_metrics(row: Mapping[str, Any], cell: Mapping[str, Any]) -> dict[str, float]:

@@ -261,9 +261,7 @@ class CellPrecision:
         self.target = spec.precision.ci_ratio
         self.min_trials = spec.precision.min_trials
         self.x = spec.precision_x
-        searched = [k for k, p in spec.search.items() if p.type != "categorical"]
-        nuisance = spec.nuisance if spec.nuisance is not None else searched
-        self.nuisance = [n for n in nuisance if n != self.x][:2]
+        self.nuisance = spec.live_nuisance(self.x)
         self.metric, self.mode = spec.objective.metric, spec.objective.mode
         self.rows: list[list[dict[str, Any]]] = [[] for _ in range(cells)]
         self.closed = [False] * cells

@@ -246,6 +246,7 @@ def _trainable(spec: Spec, sizes: list[int]) -> Any:
         metric=spec.objective.metric,
         mode=spec.objective.mode,
         asha=_in_pack_asha(spec, sizes),
+        threads=spec.resources.threads,
     )
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     return tune.with_resources(fn, resources)

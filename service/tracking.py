@@ -281,13 +281,7 @@ class SweepRecord:
             self.parent_run_id = run.info.run_id
             if spec is not None:
                 params = [Param(k, v) for k, v in view.sweep_params(spec).items()]
-                for start in range(0, len(params), MAX_PARAMS):
-                    chunk = params[start : start + MAX_PARAMS]
-                    with_retry(
-                        lambda chunk=chunk: self.client.log_batch(self.parent_run_id, params=chunk),
-                        "log the sweep's params",
-                        self.uri,
-                    )
+                self._batches("params", params, MAX_PARAMS, "log the sweep's params")
             if spec_json is not None:
                 with_retry(
                     lambda: self.client.log_text(self.parent_run_id, spec_json, cv.SPEC_ARTIFACT),
@@ -320,12 +314,15 @@ class SweepRecord:
                 return runs
 
     def log_metrics(self, values: Mapping[str, float], step: int) -> None:
-        metrics = _metrics(values, step)
-        for start in range(0, len(metrics), MAX_BATCH):
-            chunk = metrics[start : start + MAX_BATCH]
+        self._batches("metrics", _metrics(values, step), MAX_BATCH, "log the sweep's results")
+
+    def _batches(self, kind: str, items: list[Any], size: int, what: str) -> None:
+        """The parent run's params or metrics in as few `log_batch` calls as MLflow allows."""
+        for start in range(0, len(items), size):
+            chunk = {kind: items[start : start + size]}
             with_retry(
-                lambda chunk=chunk: self.client.log_batch(self.parent_run_id, metrics=chunk),
-                "log the sweep's results",
+                lambda chunk=chunk: self.client.log_batch(self.parent_run_id, **chunk),
+                what,
                 self.uri,
             )
 

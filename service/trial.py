@@ -128,20 +128,28 @@ def trial_device(assigned: Mapping[str, float], cuda_available: bool) -> tuple[s
     return "cuda", (gpus if gpus < 1 else None)
 
 
+def trial_threads(assigned: Mapping[str, float], threads: int | None) -> int:
+    """Torch threads for a trial: the spec's, else one per CPU Ray assigned (at least one), so
+    trials sharing a node never oversubscribe it (torch's own default is every core)."""
+    return threads if threads is not None else max(1, int(assigned.get("CPU", 1)))
+
+
 def run_trial(
     config: dict[str, Any],
     experiment: str,
     metric: str,
     mode: str,
     asha: Mapping[str, Any] | None = None,
+    threads: int | None = None,
 ) -> None:
     """The function trainable: one pack, all its configurations and their replicas, on the device
-    Ray assigned; `asha` (the spec's, for packs of several) stops the worst at each rung."""
+    Ray assigned; `asha` (the spec's, for packs of several) stops the worst at each rung; `threads`
+    (the spec's `resources.threads`) overrides torch's intra-op threads, else the CPUs assigned."""
     import ray
     import torch
 
     assigned = ray.get_runtime_context().get_assigned_resources()
-    torch.set_num_threads(max(1, int(assigned.get("CPU", 1))))
+    torch.set_num_threads(trial_threads(assigned, threads))
     device, fraction = trial_device(assigned, torch.cuda.is_available())
     if fraction is not None:
         torch.cuda.set_per_process_memory_fraction(fraction, torch.cuda.current_device())

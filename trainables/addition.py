@@ -32,7 +32,11 @@ Choices the paper leaves open, and what we do:
 - f_sym averages two forward passes; float addition is commutative, so f_sym is exactly
   symmetric bit for bit.
 - The loss surface (Fig. 1, 2, 4) is log10 of the squared error, floored at 1e-30 so an exact
-  fit stays finite; the run hands replica 0's surface to the final report as an artifact.
+  fit stays finite; the run hands replica 0's surface to the final report as an artifact, with
+  its error against eccentricity on the same grid (`error_vs_eccentricity`, Fig. 2 middle):
+  −log10 squared error per grid point against ‖x‖₂, grouped by region rather than coloured by
+  angle, its mean in radius bins of 0.05 (for the paper's radially averaged kde) and −log10 of
+  each bin's MSE (`regression.eccentricity_plot`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from trainables.data.regression import (
     Operation,
     arithmetic_inputs,
     arithmetic_splits,
+    eccentricity_plot,
     grid_axis,
     grid_points,
     log_squared_error,
@@ -138,10 +143,13 @@ def eq1_solution(
 def evaluate(model: nn.Module, data: engine.Data, domain: str) -> engine.Measured:
     """train_mse, test_mse, ood_mse and, for the annulus, hole_mse, ring_mse, outside_mse [R]."""
     out = engine.split_metrics(model, {k: data[k] for k in ("train", "test")}, {"mse": engine.mse})
-    grid = data["grid"]
-    err = (model(grid.x) - grid.y).pow(2)[..., 0]
-    out.update(region_means(err, grid.x[0], domain))
+    out.update(region_means(grid_error(model, data["grid"]), data["grid"].x[0], domain))
     return out
+
+
+def grid_error(model: nn.Module, grid: Split) -> Tensor:
+    """Squared error [R, G²] on the evaluation grid."""
+    return (model(grid.x) - grid.y).pow(2)[..., 0]
 
 
 @torch.no_grad()
@@ -159,21 +167,25 @@ def loss_surface(
     return grid_axis(grid_size, extent), z.view(-1, grid_size, grid_size).cpu()
 
 
-def surface_plot(
+@torch.no_grad()
+def grid_plots(
     model: nn.Module, data: engine.Data, final: engine.Measured, replica: int, cfg: Config
 ) -> dict[str, Any]:
-    """One replica's loss surface, with its training points when the training set is finite."""
+    """One replica's loss surface, with its training points when the training set is finite, and
+    its error against eccentricity on the same grid (Fig. 2, middle column)."""
     axis, z = loss_surface(model, cfg.operation, cfg.grid_size)
     points = None
     if not cfg.fresh_batches:
         train = data["train"].x[replica].cpu()
         points = {"x": train[:, 0].tolist(), "y": train[:, 1].tolist()}
-    title = f"log10 squared error, {cfg.operation} on the {cfg.domain} (seed {cfg.seeds[replica]})"
+    which = f"{cfg.operation} on the {cfg.domain} (seed {cfg.seeds[replica]})"
     surface = artifacts.surface(
-        axis.tolist(), axis.tolist(), z[replica].numpy(), title=title, z_label="log10 error",
-        points=points,
+        axis.tolist(), axis.tolist(), z[replica].numpy(), title=f"log10 squared error, {which}",
+        z_label="log10 error", points=points,
     )  # fmt: skip
-    return {"loss_surface": surface}
+    err, grid = grid_error(model, data["grid"])[replica].cpu(), data["grid"].x[replica].cpu()
+    curve = eccentricity_plot(err, grid, cfg.domain, f"error vs eccentricity, {which}")
+    return {"loss_surface": surface, "error_vs_eccentricity": curve}
 
 
 def make_task(cfg: Config) -> engine.Task:
@@ -183,7 +195,7 @@ def make_task(cfg: Config) -> engine.Task:
         engine.mse,
         partial(evaluate, domain=cfg.domain),
         batches=make_batches(cfg),
-        artifacts=partial(surface_plot, cfg=cfg),
+        artifacts=partial(grid_plots, cfg=cfg),
     )
 
 

@@ -275,6 +275,12 @@ def mse(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).pow(2).flatten(1).mean(dim=1)
 
 
+def nmse(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-replica MSE over the variance of the targets, [R]: 1 is the error of predicting their
+    mean, so targets of different spread (B6 against a scrambled B6, teachers) share one scale."""
+    return mse(pred, target) / target.flatten(1).var(dim=1, correction=0).clamp_min(1e-30)
+
+
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Per-replica mean cross-entropy, [R]; logits [R, B, C], labels [R, B]."""
     r, b, c = logits.shape

@@ -8,22 +8,32 @@ to 1e-5 for every experiment). The updates are torch's own (Adam, SGD with heavy
 Adadelta, L2 weight decay added to the gradient); `tests/trainables/test_optim.py` checks them
 against `torch.optim` step by step.
 
+`adadelta_keras` is Adadelta with the defaults of Keras 2.0 (2017, paper 002's time): rho 0.95,
+epsilon 1e-8 (torch: 0.9, 1e-6; later Keras 2 releases, tf.keras and Keras 3: 0.95, 1e-7). The
+update is the same in both frameworks, epsilon inside both square roots and the new squared-gradient
+average in the denominator (Keras 2's `Adadelta.get_updates`, Keras 3's `Adadelta.update_step` and
+torch's `_single_tensor_adadelta` agree):
+    a ← ρa + (1−ρ)g²;  Δ = g·√(d + ε)/√(a + ε);  d ← ρd + (1−ρ)Δ²;  θ ← θ − lr·Δ.
+Keras's default lr was 1.0 until 2.3 (then 1e-3); the learning rate is the caller's `lr`.
+
 The step decay is the paper's (000 A.1): step t (1-based) uses lr · decay^⌊(t - 1)/decay_every⌋,
 which is what `torch.optim.lr_scheduler.StepLR` gives when it is stepped after each update.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-OptimizerName = Literal["adam", "sgd", "adadelta"]
+OptimizerName = Literal["adam", "sgd", "adadelta", "adadelta_keras"]
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
-ADADELTA_RHO, ADADELTA_EPS = 0.9, 1e-6  # torch's defaults (Keras: 0.95, 1e-7)
+ADADELTA_RHO, ADADELTA_EPS = 0.9, 1e-6  # torch's defaults
+KERAS_ADADELTA_RHO, KERAS_ADADELTA_EPS = 0.95, 1e-8  # Keras 2.0's (see the module docstring)
 
 
 class ReplicaOptimizer:
@@ -48,8 +58,9 @@ class ReplicaOptimizer:
                     f"every parameter must be [R, ...] with R = {replicas} replicas, "
                     f"but got shape {tuple(p.shape)}"
                 )
-        if kind not in ("adam", "sgd", "adadelta"):
-            raise ValueError(f"`optimizer` must be adam, sgd or adadelta, but got {kind!r}")
+        if kind not in typing.get_args(OptimizerName):
+            names = ", ".join(typing.get_args(OptimizerName))
+            raise ValueError(f"`optimizer` must be one of {names}, but got {kind!r}")
         self.kind = kind
         device = self.params[0].device if self.params else torch.device("cpu")
         self.lr = torch.tensor(list(lr), dtype=torch.float64, device=device)
@@ -113,8 +124,13 @@ class ReplicaOptimizer:
             state["buf"].mul_(self.momentum).add_(grad)
         return state["buf"]
 
-    def _adadelta(self, grad: Tensor, state: dict[str, Tensor]) -> Tensor:
-        rho, eps = ADADELTA_RHO, ADADELTA_EPS
+    def _adadelta(
+        self,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        rho: float = ADADELTA_RHO,
+        eps: float = ADADELTA_EPS,
+    ) -> Tensor:
         if not state:
             state["sq"], state["acc"] = torch.zeros_like(grad), torch.zeros_like(grad)
         sq, acc = state["sq"], state["acc"]
@@ -122,3 +138,6 @@ class ReplicaOptimizer:
         delta = (acc + eps).sqrt() / (sq + eps).sqrt() * grad
         acc.mul_(rho).addcmul_(delta, delta, value=1 - rho)
         return delta
+
+    def _adadelta_keras(self, grad: Tensor, state: dict[str, Tensor]) -> Tensor:
+        return self._adadelta(grad, state, KERAS_ADADELTA_RHO, KERAS_ADADELTA_EPS)

@@ -1,4 +1,5 @@
-"""Probes of trained networks: distances between distributions, and histograms to draw them.
+"""Probes of trained networks: distances between distributions, histograms to draw them, and
+statistics of weight matrices and gradients.
 
 Pure functions of samples (numpy arrays or torch tensors, any device); nothing here trains, reads
 files or keeps state. Paper 003 A compares a student's weight and bias distributions with its
@@ -10,6 +11,9 @@ The 1-Wasserstein (earth mover's) distance between the empirical distributions o
 is ∫ |F_a(t) - F_b(t)| dt: for two samples of equal size it is the mean absolute difference of
 their sorted values. It needs no binning, is defined for samples of different sizes (a student
 with more weights than its teacher), and is in the units of the values (a shift by c costs |c|).
+
+Paper 004 ch. 4 reads a trained network through its weight matrices: `weight_statistics` (norms,
+singular values, eigenvalue moduli) and `zero_gradient_fraction` (dead ReLU units).
 """
 
 from __future__ import annotations
@@ -90,11 +94,24 @@ def shared_histograms(
 # --- weight matrices and gradients (paper 004 ch. 4) ----------------------------------------------
 
 
+MATRIX_STATISTICS = ("fro_norm", "sv_max", "sv_min", "cond")
+"""what `weight_statistics` reports for every layer i, each as `{name}_l{i}`"""
+EIGEN_STATISTICS = ("eig_abs_mean", "eig_abs_max", "eig_abs_min", "eig_spread", "eig_cond")
+"""what it adds for a square layer"""
+
+
 def weight_statistics(weights: Sequence[Tensor]) -> dict[str, Tensor]:
     """Per layer l, per replica: Frobenius norm, singular-value range and condition number, and
-    for square matrices the mean and largest eigenvalue modulus (the thesis's hypotheses 1 and 2).
+    for square matrices the statistics of the eigenvalue moduli (the thesis's hypotheses 1 and 2).
 
-    `weights` are [R, n_in, n_out] matrices as the forward pass uses them.
+    `weights` are [R, n_in, n_out] matrices as the forward pass uses them: the transpose of
+    PyTorch's [n_out, n_in], which has the same eigenvalues. A real matrix has complex eigenvalues
+    in conjugate pairs, so the thesis works with their moduli |λ| (ch. 4.1.2, App. D):
+    - `eig_abs_mean_l{i}`, `eig_abs_max_l{i}`, `eig_abs_min_l{i}`: mean, largest, smallest |λ|;
+    - `eig_spread_l{i}` = |λ|_max − |λ|_min, the range all the moduli fall in (Fig. 4.6);
+    - `eig_cond_l{i}` = |λ|_max / |λ|_min, the thesis's "conditional number" (App. D), which is
+      not the SVD's `cond_l{i}` = σ_max / σ_min unless the matrix is normal; a singular matrix
+      makes it inf.
     """
     out: dict[str, Tensor] = {}
     for i, w in enumerate(weights):
@@ -106,8 +123,12 @@ def weight_statistics(weights: Sequence[Tensor]) -> dict[str, Tensor]:
         out[f"cond_l{i}"] = sv[:, 0] / sv[:, -1]
         if w.shape[-1] == w.shape[-2]:
             modulus = torch.linalg.eigvals(w).abs()
+            largest, smallest = modulus.max(dim=1).values, modulus.min(dim=1).values
             out[f"eig_abs_mean_l{i}"] = modulus.mean(dim=1)
-            out[f"eig_abs_max_l{i}"] = modulus.max(dim=1).values
+            out[f"eig_abs_max_l{i}"] = largest
+            out[f"eig_abs_min_l{i}"] = smallest
+            out[f"eig_spread_l{i}"] = largest - smallest
+            out[f"eig_cond_l{i}"] = largest / smallest
     return out
 
 

@@ -203,10 +203,11 @@ def parameter_distances(student: ReplicaMLP, teacher: ReplicaMLP) -> dict[str, T
 def evaluate(student: ReplicaMLP, data: engine.Data, teacher: ReplicaMLP) -> engine.Measured:
     """train_mse (the step's batch), test_mse, test_nmse and the parameter distances, each [R]."""
     test, batch = data["test"], data[engine.LAST_BATCH]
-    test_mse = engine.mse(predict(student, test.x), test.y)
+    pred = predict(student, test.x)
+    test_mse = engine.mse(pred, test.y)
     out = {
         "test_mse": test_mse,
-        "test_nmse": test_mse / test.y.flatten(1).var(dim=1, correction=0).clamp_min(1e-30),
+        "test_nmse": engine.nmse(pred, test.y),
         "train_mse": engine.mse(student(batch.x), batch.y),
     }
     out.update({k: v.to(test_mse.device) for k, v in parameter_distances(student, teacher).items()})

@@ -365,7 +365,6 @@ def test_dashboard_serves_each_cells_study_with_every_trial(smoke):
 
 
 def test_optuna_plots_are_valid_pngs_on_the_parent_run(smoke, tmp_path):
-    import matplotlib.image
 
     ws, _ = smoke
     parent = parent_runs(ws.tracking_uri, "smk")[0]
@@ -374,8 +373,15 @@ def test_optuna_plots_are_valid_pngs_on_the_parent_run(smoke, tmp_path):
     # 3 trials a cell: too few for importances (PED-ANOVA wants 10), enough for the rest
     assert names == [f"optuna/optuna-width_{w}-{kind}.png" for w in (16, 64)
                      for kind in ("contour", "history", "slice")]  # fmt: skip
+    _assert_images(client, parent.info.run_id, names, tmp_path)
+
+
+def _assert_images(client, run_id: str, names: list[str], tmp_path) -> None:
+    """Each artifact is a PNG (its signature) of a plausible size (300 px or more a side)."""
+    import matplotlib.image
+
     for name in names:
-        path = client.download_artifacts(parent.info.run_id, name, str(tmp_path))
+        path = client.download_artifacts(run_id, name, str(tmp_path))
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
         height, width = matplotlib.image.imread(path).shape[:2]
@@ -460,8 +466,6 @@ def test_extend_widens_an_edge_optimum_into_the_interior_pooling_the_old_trials(
 def test_plots_puts_optuna_importance_slice_contour_and_history_on_the_parent_run(
     workspace: Workspace, tmp_path
 ):
-    import matplotlib.image
-
     proc = workspace.cli(
         "run", "sinusoid", "--profile", "smoke", "--name", "many", "--set", "overlay=null",
         "--set", "width=16", "--set", "trials_per_cell=12",
@@ -474,9 +478,4 @@ def test_plots_puts_optuna_importance_slice_contour_and_history_on_the_parent_ru
     names = sorted(a.path for a in client.list_artifacts(parent.info.run_id, "optuna"))
     kinds = ("contour", "history", "importance", "slice")
     assert names == [f"optuna/optuna-all-{kind}.png" for kind in kinds]  # one cell: "all"
-    for name in names:
-        path = client.download_artifacts(parent.info.run_id, name, str(tmp_path))
-        with open(path, "rb") as f:
-            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-        height, width = matplotlib.image.imread(path).shape[:2]
-        assert width >= 300 and height >= 300
+    _assert_images(client, parent.info.run_id, names, tmp_path)

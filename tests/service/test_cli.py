@@ -204,6 +204,24 @@ def test_ui_on_a_busy_port_is_one_line_and_fails(capsys, tmp_path):
     assert f"cannot serve the UI on 127.0.0.1:{port}" in err and f"--port {port + 1}" in err
 
 
+def test_train_runs_one_torch_thread_unless_told(capsys, monkeypatch):
+    seen = []
+    monkeypatch.setattr(sinusoid, "run", lambda config, report, device: seen.append(
+        torch.get_num_threads()) or {"test_mse": 0.0})  # fmt: skip
+    before = torch.get_num_threads()
+    try:
+        assert run_cli(capsys, "train", "sinusoid")[0] == 0
+        assert run_cli(capsys, "train", "sinusoid", "--threads", "2")[0] == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2]
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(capsys, "train", "sinusoid", "--threads", "0")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "argument --threads: must be an integer >= 1, but got '0'" in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there")
 def test_train_on_cuda_without_one_is_one_line(capsys):
     code, _, err = run_cli(capsys, "train", "sinusoid", "--device", "cuda")

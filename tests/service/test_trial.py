@@ -7,7 +7,7 @@ import math
 import pytest
 
 from service import conventions as cv
-from service.trial import PackReporter, RungRule, trial_device
+from service.trial import PackReporter, RungRule, trial_device, trial_threads
 
 
 @pytest.fixture
@@ -100,6 +100,20 @@ def test_the_rule_stops_members_through_the_reporter(sent):
 )
 def test_a_trial_trains_on_the_gpu_share_ray_assigned(assigned, cuda, expected):
     assert trial_device(assigned, cuda) == expected
+
+
+@pytest.mark.parametrize(
+    "assigned,threads,expected",
+    [
+        ({"CPU": 1.0}, None, 1),  # one CPU, one thread: never torch's one-per-core default
+        ({"CPU": 4.0}, None, 4),
+        ({"CPU": 0.5}, None, 1),  # a fraction of a CPU still needs a thread
+        ({}, None, 1),
+        ({"CPU": 1.0}, 3, 3),  # resources.threads overrides
+    ],
+)
+def test_a_trial_runs_as_many_torch_threads_as_cpus_it_was_given(assigned, threads, expected):
+    assert trial_threads(assigned, threads) == expected
 
 
 def test_a_gpu_trial_on_a_node_without_cuda_fails_with_the_reason():

@@ -3,6 +3,7 @@ the regions partition the plane, samplers stay in their domains, and training wo
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -217,3 +218,97 @@ def test_config_rules():
     with pytest.raises(ConfigError, match="`batch_size` must be >= 1, but got 0"):
         addition.Config.from_mapping({"batch_size": 0})
     assert math.isclose(addition.Config().lr, 1e-3)
+
+
+def test_radial_means_know_r_squared_on_a_coarse_grid():
+    """Grid 3: the origin, 4 edge midpoints at r = 1.5 (on a bin edge) and 4 corners at 1.5√2."""
+    points = regression.grid_points(3)
+    r2 = points.double().pow(2).sum(dim=1)
+    centres, count, means = regression.radial_means(torch.stack([r2, torch.ones(9)]), points)
+    assert centres.tolist() == pytest.approx([0.025, 1.525, 2.125])
+    assert count.tolist() == [1, 4, 4]
+    assert means[0].tolist() == pytest.approx([0.0, 2.25, 4.5])
+    assert means[1].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_radial_means_on_circles_at_bin_centres_are_r_squared():
+    radii = torch.tensor([0.025, 0.475, 0.525, 0.975, 1.025, 2.075], dtype=torch.float64)
+    angles = torch.linspace(0, 2 * math.pi, 7, dtype=torch.float64)[:-1]
+    points = torch.stack([radii[:, None] * angles.cos(), radii[:, None] * angles.sin()], dim=-1)
+    points = points.reshape(-1, 2)
+    centres, count, means = regression.radial_means(points.pow(2).sum(1)[None], points, per_unit=20)
+    torch.testing.assert_close(centres, radii)
+    assert count.tolist() == [6] * 6
+    torch.testing.assert_close(means[0], radii.pow(2), rtol=0, atol=1e-12)
+    # 10 bins per unit: 0.975 and 1.025 straddle 1.0; 0.475 and 0.525 straddle 0.5
+    centres, _, _ = regression.radial_means(points.norm(dim=1)[None], points, per_unit=10)
+    assert centres.tolist() == pytest.approx([0.05, 0.45, 0.55, 0.95, 1.05, 2.05])
+
+
+def test_radial_bins_add_up_to_the_region_means():
+    """Bins of 0.05 put 0.5 and 1 on edges: hole and ring are sums of whole bins."""
+    points = regression.grid_points(101)
+    r2 = points.double().pow(2).sum(dim=1)
+    err = r2 * (1 + torch.sin(7 * points[:, 0].double()))  # anything not radial
+    centres, count, means = regression.radial_means(err[None], points)
+    assert int(count.sum()) == 101 * 101 and len(centres) == 43  # [0, 0.05) … [2.1, 2.15)
+    mass = count * means[0]
+    regions = regression.region_means(err[None], points, "annulus")
+    for name, inside in [("hole", centres < 0.5), ("ring", (centres > 0.5) & (centres < 1)),
+                         ("ood", centres > 1)]:  # fmt: skip
+        total = mass[inside].sum() / count[inside].sum()
+        assert total.item() == pytest.approx(regions[f"{name}_mse"].item(), rel=1e-12), name
+    k = 17  # one bin by brute force
+    lo, hi = centres[k] - 0.025, centres[k] + 0.025
+    inside = (r2 >= lo**2) & (r2 < hi**2)
+    assert means[0, k].item() == pytest.approx(err[inside].mean().item(), rel=1e-12)
+
+
+def test_eccentricity_plot_averages_logs_and_logs_the_mse():
+    points = torch.tensor([[0.01, 0.0], [0.0, 0.01], [0.72, 0.0], [1.22, 0.0]])
+    err = torch.tensor([1e-2, 1e-4, 1e-6, 0.0])  # an exact point: floored at 1e-30
+    plot = regression.eccentricity_plot(err, points, "annulus", "t")
+    series = {s["label"]: s for s in plot["series"]}
+    assert plot["kind"] == "curves" and plot["title"] == "t"
+    assert series["mean per bin"]["x"] == [0.025, 0.725, 1.225]
+    assert series["mean per bin"]["y"] == [3.0, 6.0, 30.0]  # the mean of −log10 error
+    assert series["−log10 of bin MSE"]["y"] == pytest.approx([-math.log10(5.05e-3), 6.0, 30.0])
+    assert series["hole (o.o.d., inside the hull)"]["y"] == [2.0, 4.0]
+    assert series["ring (i.i.d.)"]["x"] == [0.72] and series["o.o.d. (outside the hull)"]["markers"]
+    disc = regression.eccentricity_plot(err.numpy(), points.numpy(), "disc")
+    assert [s["label"] for s in disc["series"]][:2] == ["r ≤ 1", "o.o.d. (r > 1)"]
+    assert len(disc["series"][0]["x"]) == 3
+
+
+def test_run_hands_over_error_against_eccentricity(tmp_path):
+    from service.plots import render_artifact
+
+    cfg = {**TINY, "domain": "annulus"}
+    out = addition.run(cfg)
+    plot = out["artifacts"]["error_vs_eccentricity"]
+    series = {s["label"]: s for s in plot["series"]}
+    # the bins the 21 × 21 grid (spacing 0.15) fills, found independently
+    r = regression.grid_points(21).double().norm(dim=1)
+    filled = torch.unique(torch.floor(r * 20 + 1e-9))
+    assert series["mean per bin"]["x"] == pytest.approx(((filled + 0.5) / 20).tolist())
+    assert sum(len(series[k]["x"]) for k in list(series)[:3]) == 21 * 21  # every point a dot
+    # the bins below 0.5 make up the hole: their MSEs, weighted by points, give hole_mse
+    centres = torch.tensor(series["mean per bin"]["x"])
+    mse = 10 ** -torch.tensor(series["−log10 of bin MSE"]["y"], dtype=torch.float64)
+    count = torch.tensor([int(((r >= c - 0.025) & (r < c + 0.025)).sum()) for c in centres])
+    hole = centres < 0.5
+    assert (count * mse)[hole].sum() / count[hole].sum() == pytest.approx(out["hole_mse"], rel=1e-4)
+    png = render_artifact(json.loads(json.dumps(plot)), tmp_path / "e.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_eccentricity_plot_draws_at_most_max_dots_but_bins_every_point():
+    points = regression.grid_points(101)  # 10,201 points
+    err = points.double().pow(2).sum(dim=1)  # squared error r²: each bin's mean is known
+    plot = regression.eccentricity_plot(err, points, "disc")
+    series = {s["label"]: s for s in plot["series"]}
+    dots = sum(len(series[k]["x"]) for k in ("r ≤ 1", "o.o.d. (r > 1)"))
+    assert regression.MAX_DOTS // 2 < dots <= regression.MAX_DOTS
+    centres, count, means = regression.radial_means(err[None], points)
+    assert int(count.sum()) == 101 * 101
+    assert series["mean per bin"]["x"] == pytest.approx(centres.tolist())

@@ -108,7 +108,8 @@ def test_config_rejects_bad_budgets_by_name(field, value, rule):
 
 
 def test_declares_its_metrics():
-    assert bp.Config().metrics() == {"train_mse": Metric("min"), "test_mse": Metric("min")}
+    names = ("train_mse", "test_mse", "train_nmse", "test_nmse")
+    assert bp.Config().metrics() == {name: Metric("min") for name in names}
 
 
 def test_data_shapes_and_targets():
@@ -146,7 +147,14 @@ def test_short_run_reduces_test_mse():
     seen = []
     final = bp.run(SMALL, report=lambda step, m: seen.append(step))
     assert seen == [100, 200]  # once per epoch
-    assert {"train_mse", "test_mse", "test_mse/r1"} <= set(final)
+    assert {"train_mse", "test_mse", "test_mse/r1", "train_nmse", "test_nmse/r1"} <= set(final)
+    data = bp.make_data(cfg)
+    for split, key in (("test", "test"), ("train_eval", "train")):
+        variance = data[split].y.flatten(1).var(dim=1, correction=0)
+        for r in range(2):
+            expected = final[f"{key}_mse/r{r}"] / variance[r].item()
+            assert final[f"{key}_nmse/r{r}"] == pytest.approx(expected, rel=1e-5)
+    assert final["test_nmse"] < 0.5  # better than predicting the mean, by far
     assert set(final["artifacts"]) == {"variable_sweeps"}
     assert final["test_mse/r0"] < 0.2 * initial[0].item()
     assert final["test_mse/r1"] < 0.2 * initial[1].item()

@@ -191,3 +191,13 @@ def test_a_group_the_reporter_stops_leaves_the_others_untouched():
     alone = sinusoid.run({**small(normalise=False, activation="relu", steps=60), "lr": 5e-3})
     assert last[1]["test_mse"] == alone["test_mse"]
     assert "diverged" not in last[0]  # stopped early: no final verdict
+
+
+def test_nmse_is_mse_over_the_target_variance_per_replica():
+    y = torch.tensor([[1.0, 2.0, 3.0, 6.0], [5.0, 5.0, 5.0, 5.0]])[..., None]
+    pred = torch.tensor([[2.0, 2.0, 2.0, 2.0], [5.0, 5.0, 5.0, 7.0]])[..., None]
+    # replica 0: MSE (1 + 0 + 1 + 16) / 4 = 4.5; mean 3, variance (4 + 1 + 0 + 9) / 4 = 3.5
+    assert engine.nmse(pred, y)[0].item() == pytest.approx(4.5 / 3.5)
+    # constant targets: no variance, a huge but finite ratio instead of inf or nan
+    assert engine.nmse(pred, y)[1].item() == pytest.approx(1.0 / 1e-30)
+    assert engine.nmse(y.mean(dim=1, keepdim=True).expand_as(y), y)[0].item() == pytest.approx(1.0)

@@ -1,14 +1,26 @@
 """The GP on the arithmetic data sets (paper 000 §3.1, §3.2, Table 1): closed form, Table 1's
-trend in λ, the same points as the network, and the region metrics."""
+values and trend in λ, the fitted amplitude, the same points as the network, the region metrics,
+and the sinusoid's clean-target errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from sklearn.gaussian_process.kernels import RBF
 
+from service.spec import load_spec
 from trainables import gp
 from trainables.config import ConfigError
 from trainables.data import regression
+
+# Table 1 (paper 000 A.2.1), GP rows: λ -> (train, test, o.o.d.) MSE
+TABLE_1 = {
+    0.2: (2.09e-14, 1.58e-03, 1.55),
+    1.0: (3.67e-12, 1.12e-10, 9.29e-04),
+    5.0: (1.18e-12, 2.12e-12, 4.24e-08),
+    50.0: (2.43e-14, 3.04e-14, 6.97e-12),
+}
 
 
 def rbf(a, b, length_scale):
@@ -67,6 +79,15 @@ def test_annulus_reports_regions_std_and_a_surface():
     assert out["ring_mse"] < out["outside_mse"]
     surface = out["artifacts"]["loss_surface"]
     assert surface["kind"] == "surface" and len(surface["z"]) == 31
+    # Fig. 2 middle, as the network's: the bins below 0.5, weighted by points, give hole_mse
+    series = {s["label"]: s for s in out["artifacts"]["error_vs_eccentricity"]["series"]}
+    centres = torch.tensor(series["mean per bin"]["x"], dtype=torch.float64)
+    mse = 10 ** -torch.tensor(series["−log10 of bin MSE"]["y"], dtype=torch.float64)
+    points = regression.grid_points(31)
+    _, count, _ = regression.radial_means(torch.zeros(1, len(points)), points)  # points per bin
+    hole = centres < 0.5
+    hole_mse = (count * mse)[hole].sum() / count[hole].sum()
+    assert hole_mse == pytest.approx(out["hole_mse/r0"], rel=1e-6)
     assert np.isfinite(out["log_marginal_likelihood"])
 
 
@@ -106,10 +127,10 @@ def test_failed_cholesky_is_a_diverged_trial_naming_the_replica_and_its_length_s
 ):
     fit_one = gp.fit_one
 
-    def broken_for_long_scales(cfg, x, y, length_scale):
+    def broken_for_long_scales(cfg, x, y, length_scale, seed):
         if length_scale > 2:
             raise np.linalg.LinAlgError("not positive definite")
-        return fit_one(cfg, x, y, length_scale)
+        return fit_one(cfg, x, y, length_scale, seed)
 
     monkeypatch.setattr(gp, "fit_one", broken_for_long_scales)
     reports = []
@@ -142,13 +163,121 @@ def test_declared_metrics_are_what_a_run_reports():
     sinus = gp.Config().metrics()
     assert set(sinus) == {
         *(f"{p}_{k}" for p in ("train", "test", "ood") for k in ("mse", "std")),
-        "log_marginal_likelihood", "length_scale_fit",
+        "test_mse_clean", "ood_mse_clean", "log_marginal_likelihood", "length_scale_fit",
     }  # fmt: skip
     assert sinus["test_mse"].mode == "min" and sinus["log_marginal_likelihood"].mode == "max"
+    assert sinus["test_mse_clean"].mode == "min" and sinus["ood_mse_clean"].mode == "min"
     assert sinus["test_std"].mode is None and sinus["length_scale_fit"].mode is None
+    out = gp.run({"train_points": 20, "test_points": 10, "ood_points": 10, "fit_amplitude": True})
+    reported = {k for k in out if "/" not in k and k not in ("diverged", "artifacts")}
+    assert reported == set(gp.Config(fit_amplitude=True).metrics())
     annulus = gp.Config(dataset="multiplication_annulus", fit_amplitude=True).metrics()
     assert {"hole_mse", "ring_std", "outside_mse", "amplitude_fit"} <= set(annulus)
+    assert "test_mse_clean" not in annulus  # noiseless targets: the plain MSE is the clean one
     assert not any(m.final for m in annulus.values())
+
+
+# --- Table 1 and the fitted amplitude -------------------------------------------------------------
+def test_table_1_gp_rows_within_3x_of_the_paper():
+    """The shipped spec's cells (λ = 0.2, 1, 5, 50; 8 seeds, fitted C) against Table 1.
+
+    One entry is held to less: the training MSE at λ = 0.2 is the nugget's residual (next test)
+    and comes out ~0.09x the paper's, so it is only asserted below the paper's and above 1/30 of
+    it; the other eleven are within 3x (measured: 0.74x to 1.69x).
+    """
+    spec = load_spec("gp_table1")
+    assert [c["length_scale"] for c in spec.cells()] == list(TABLE_1)
+    assert not spec.search and spec.fixed["fit_amplitude"] and spec.fixed["train_points"] == 128
+    for cell in spec.cells():
+        out = gp.run(spec.trial_config(cell, {}))
+        paper = TABLE_1[cell["length_scale"]]
+        ours = [out["train_mse"], out["test_mse"], out["ood_mse"]]
+        for split, mine, theirs in zip(("train", "test", "ood"), ours, paper):
+            where = f"λ={cell['length_scale']} {split}: {mine:.3g} vs the paper's {theirs:.3g}"
+            if cell["length_scale"] == 0.2 and split == "train":
+                assert theirs / 30 < mine < theirs, where
+            else:
+                assert theirs / 3 < mine < 3 * theirs, where
+
+
+def test_training_error_at_short_length_scale_is_the_nuggets():
+    """At λ = 0.2 the training MSE is α²·|(CK + αI)⁻¹y|²/N: doubling α quadruples it per seed,
+    while the fitted C and the test MSE stay put (why Table 1's 2e-14 is out of reach)."""
+    base = {"dataset": "addition_disc", "train_points": 128, "test_points": 200, "grid_size": 5,
+            "fit_amplitude": True, "length_scale": 0.2, "replicas": 4}  # fmt: skip
+    one, two = gp.run(base), gp.run({**base, "alpha": 2e-10})
+    for r in range(4):
+        ratio = two[f"train_mse/r{r}"] / one[f"train_mse/r{r}"]
+        assert 3.3 < ratio < 4.05, (r, ratio)
+        assert two[f"test_mse/r{r}"] == pytest.approx(one[f"test_mse/r{r}"], rel=1e-3)
+        assert two[f"amplitude_fit/r{r}"] == pytest.approx(one[f"amplitude_fit/r{r}"], rel=1e-3)
+
+
+@pytest.mark.parametrize("length_scale,optimum", [(5.0, 12.6), (50.0, 1.46e3)])
+def test_fitted_amplitude_is_the_likelihood_maximum_at_fixed_length_scale(length_scale, optimum):
+    """With λ fixed, sklearn's L-BFGS from C = 1 stops there on this ill-conditioned likelihood;
+    ours starts at the maximum: it beats C = 1 by far and every C a few percent either side."""
+    base = {"dataset": "addition_disc", "train_points": 128, "test_points": 20, "grid_size": 5,
+            "length_scale": length_scale}  # fmt: skip
+    fitted, plain = gp.run({**base, "fit_amplitude": True}), gp.run(base)
+    c = fitted["amplitude_fit"]
+    assert c == pytest.approx(optimum, rel=0.05)
+    assert fitted["log_marginal_likelihood"] > plain["log_marginal_likelihood"] + 50
+    cfg = gp.Config.from_mapping(base)
+    x, y = (a[0] for a in gp.make_data(cfg)["train"])
+    k, y = RBF(length_scale)(x), y.ravel()
+    best = gp.log_marginal_likelihood(c * k, y, cfg.noise_variance)
+    assert best == pytest.approx(fitted["log_marginal_likelihood"], abs=1e-3)
+    for near in (0.9 * c, 0.97 * c, 1.03 * c, 1.1 * c):
+        assert gp.log_marginal_likelihood(near * k, y, cfg.noise_variance) < best
+    assert fitted["ood_mse"] < plain["ood_mse"] / 10  # what Table 1's λ = 5, 50 rows need
+
+
+def test_ml_amplitude_ignores_the_rounding_spike_before_the_cholesky_fails():
+    """Seed 11 at λ = 50 has a close pair of points: just below the C where k + αI stops being
+    positive definite, rounding gives a likelihood higher than the real maximum; the first
+    maximum from below is the real one, and sklearn's final Cholesky succeeds there."""
+    cfg = gp.Config(dataset="addition_disc", train_points=128, seed=11, length_scale=50.0)
+    x, y = (a[0] for a in gp.make_data(cfg)["train"])
+    k, y = RBF(50.0)(x), y.ravel()
+    lml = [gp.log_marginal_likelihood(c * k, y, 1e-10) for c in gp.AMPLITUDE_GRID]
+    c = gp.ml_amplitude(k, y, 1e-10)
+    assert 1e3 < c < 3e3 and max(lml) > gp.log_marginal_likelihood(c * k, y, 1e-10) + 1
+    assert gp.AMPLITUDE_GRID[int(np.argmax(lml))] > 1e4  # the spike
+    out = gp.run({**cfg.to_dict(), "fit_amplitude": True, "test_points": 20, "grid_size": 5})
+    assert out["diverged"] == 0.0 and out["amplitude_fit"] == pytest.approx(c, rel=0.05)
+
+
+def test_restarts_are_seeded_by_the_replica_and_only_raise_the_likelihood():
+    base = {"dataset": "addition_disc", "train_points": 128, "test_points": 20, "grid_size": 5,
+            "fit_length_scale": True, "fit_amplitude": True}  # fmt: skip
+    assert gp.Config(**base).restarts == 5 and gp.Config(fit_amplitude=True).restarts == 0
+    together = gp.run({**base, "seed": [3, 0], "replicas": 2})
+    alone = gp.run({**base, "seed": 3})
+    assert together["length_scale_fit/r0"] == alone["length_scale_fit/r0"]
+    assert together["amplitude_fit/r0"] == alone["amplitude_fit/r0"]
+    none = gp.run({**base, "seed": [3, 0], "replicas": 2, "optimizer_restarts": 0})
+    for r in range(2):  # the first start is the same; the best of more starts is never worse
+        lml = together[f"log_marginal_likelihood/r{r}"]
+        assert lml >= none[f"log_marginal_likelihood/r{r}"]
+    assert together["log_marginal_likelihood"] > none["log_marginal_likelihood"] + 1
+    with pytest.raises(ConfigError, match="`optimizer_restarts` must be >= 0 or null"):
+        gp.Config.from_mapping({"optimizer_restarts": -1})
+
+
+# --- the sinusoid's clean-target errors -----------------------------------------------------------
+def test_clean_mse_is_noisy_mse_less_the_noise_variance():
+    """On fresh points ε is independent of the fit: E[noisy] = clean + σ². The sample gap has
+    std √((2σ⁴ + 4σ²·clean)/N) (the mean of ε², and the cross term 2(f̂ - sin x)ε); 4 stds."""
+    n, var = 20000, 0.25**2
+    out = gp.run({"length_scale": 1.0, "replicas": 2, "test_points": n, "ood_points": n})
+    for r in range(2):
+        for split in ("test", "ood"):
+            noisy, clean = out[f"{split}_mse/r{r}"], out[f"{split}_mse_clean/r{r}"]
+            std = np.sqrt((2 * var**2 + 4 * var * clean) / n)
+            assert abs(noisy - clean - var) < 4 * std, (split, r, noisy, clean)
+    assert out["test_mse_clean"] < var / 4  # at a good λ the GP beats the noise floor by far
+    assert out["ood_mse_clean"] > 10 * out["test_mse_clean"]  # and reverts to 0 off the data
 
 
 # --- moved from test_experiments.py (the GP against the sinusoid's data and its closed form) ------

@@ -1,4 +1,5 @@
-"""The replica optimizer is torch's Adam / SGD / Adadelta, with a learning rate per replica."""
+"""The replica optimizer is torch's Adam / SGD / Adadelta, with a learning rate per replica; its
+Keras-default Adadelta is the same update with Keras 2.0's rho and epsilon."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ KINDS = {
     "adam": lambda p, lr, wd, m: torch.optim.Adam(p, lr=lr, weight_decay=wd),
     "sgd": lambda p, lr, wd, m: torch.optim.SGD(p, lr=lr, momentum=m, weight_decay=wd),
     "adadelta": lambda p, lr, wd, m: torch.optim.Adadelta(p, lr=lr, weight_decay=wd),
+    # Keras's update is torch's (epsilon inside both square roots), with Keras 2.0's constants
+    "adadelta_keras": lambda p, lr, wd, m: torch.optim.Adadelta(
+        p, lr=lr, rho=0.95, eps=1e-8, weight_decay=wd
+    ),
 }
 
 
@@ -44,6 +49,40 @@ def test_each_replica_takes_torchs_step_with_its_own_lr_and_weight_decay(kind):
     for r, (params, _, _) in enumerate(solos):
         for got, want in zip(ours, params):
             torch.testing.assert_close(got[r].detach(), want.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_keras_adadelta_first_two_steps_by_hand():
+    """Keras 2.0: a ← ρa + (1−ρ)g², Δ = g·√(d + ε)/√(a + ε), d ← ρd + (1−ρ)Δ², θ ← θ − lr·Δ."""
+    rho, eps = 0.95, 1e-8
+    p = torch.zeros(2, 1, dtype=torch.float64, requires_grad=True)
+    opt = ReplicaOptimizer([p], kind="adadelta_keras", lr=[1.0, 0.5], weight_decay=[0, 0])
+    g1, g2 = torch.tensor([[2.0], [-1.0]], dtype=torch.float64), 0.5
+    p.grad = g1.clone()
+    opt.step()
+    a = (1 - rho) * g1**2
+    delta1 = g1 * eps**0.5 / (a + eps).sqrt()  # d = 0 at the start: the step is ε-sized
+    lr = torch.tensor([[1.0], [0.5]], dtype=torch.float64)
+    torch.testing.assert_close(p.detach(), -lr * delta1, rtol=1e-12, atol=0)
+    # replica 0: Δ₁ = 2·1e-4/√0.20000001 ≈ 4.472e-4, written out
+    assert p[0, 0].item() == pytest.approx(-2e-4 / 0.20000001**0.5, rel=1e-12)
+    p.grad = torch.full_like(p, g2)
+    opt.step()
+    d = (1 - rho) * delta1**2
+    a = rho * a + (1 - rho) * g2**2
+    delta2 = g2 * (d + eps).sqrt() / (a + eps).sqrt()
+    torch.testing.assert_close(p.detach(), -lr * (delta1 + delta2), rtol=1e-12, atol=0)
+    # torch's own defaults (rho 0.9, eps 1e-6) give a different first step
+    q = torch.zeros(2, 1, dtype=torch.float64, requires_grad=True)
+    torch_default = ReplicaOptimizer([q], kind="adadelta", lr=[1.0, 0.5], weight_decay=[0, 0])
+    q.grad = g1.clone()
+    torch_default.step()
+    assert q[0, 0].item() == pytest.approx(-2e-3 / (0.1 * 4 + 1e-6) ** 0.5, rel=1e-12)
+
+
+def test_an_unknown_optimizer_is_refused_with_the_known_names():
+    known = "one of adam, sgd, adadelta, adadelta_keras, but got 'rms'"
+    with pytest.raises(ValueError, match=known):
+        ReplicaOptimizer([torch.zeros(1, 1)], kind="rms", lr=[1.0], weight_decay=[0])
 
 
 def test_the_lr_decays_by_the_factor_every_period():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.linalg import block_diag
 
 from trainables import probes
 
@@ -81,6 +82,50 @@ def test_weight_statistics_match_numpy_on_a_known_matrix():
     assert stats["eig_abs_max_l0"].item() == pytest.approx(3.0)
     assert stats["sv_min_l1"].item() == pytest.approx(np.linalg.svd(tall, compute_uv=False)[-1])
     assert "eig_abs_mean_l1" not in stats  # not square
+
+
+def rotation(theta: float) -> np.ndarray:
+    return np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+
+
+@pytest.mark.parametrize(
+    "matrix,moduli",
+    [
+        (np.array([[2.0, 1.0], [0.0, 3.0]]), [2.0, 3.0]),  # triangular: λ on the diagonal
+        (np.diag([-4.0, 0.5, 2.0]), [4.0, 0.5, 2.0]),  # a negative λ counts by its modulus
+        (2.0 * rotation(0.7), [2.0, 2.0]),  # λ = 2e^{±0.7i}: complex, both of modulus 2
+        (block_diag(rotation(1.2), [[3.0]]), [1.0, 1.0, 3.0]),  # a rotation beside a real λ = 3
+        (np.array([[1.0, 10.0], [0.0, 1.0]]), [1.0, 1.0]),  # non-normal: σ spread, |λ| equal
+    ],
+)
+def test_eigenvalue_statistics_of_matrices_with_known_eigenvalues(matrix, moduli):
+    """The thesis's spread |λ|_max − |λ|_min (Fig. 4.6) and condition number |λ|_max / |λ|_min
+    (App. D), both on eigenvalue moduli."""
+    stats = probes.weight_statistics([torch.tensor(matrix)[None]])
+    hi, lo = max(moduli), min(moduli)
+    assert stats["eig_abs_max_l0"].item() == pytest.approx(hi)
+    assert stats["eig_abs_min_l0"].item() == pytest.approx(lo)
+    assert stats["eig_abs_mean_l0"].item() == pytest.approx(np.mean(moduli))
+    assert stats["eig_spread_l0"].item() == pytest.approx(hi - lo, abs=1e-12)
+    assert stats["eig_cond_l0"].item() == pytest.approx(hi / lo)
+    # the SVD's condition number is another quantity: they agree only for a normal matrix
+    normal = np.allclose(matrix @ matrix.T, matrix.T @ matrix)
+    agree = stats["cond_l0"].item() == pytest.approx(hi / lo)
+    assert agree == normal
+
+
+def test_eigenvalue_statistics_are_per_replica_and_only_for_square_layers():
+    stacked = torch.tensor(np.stack([np.diag([1.0, -5.0]), 3.0 * rotation(2.0)]))
+    stats = probes.weight_statistics([stacked, torch.ones(2, 2, 3)])
+    assert stats["eig_spread_l0"].tolist() == pytest.approx([4.0, 0.0], abs=1e-12)
+    assert stats["eig_cond_l0"].tolist() == pytest.approx([5.0, 1.0])
+    assert stats["eig_abs_min_l0"].tolist() == pytest.approx([1.0, 3.0])
+    assert not any(k.endswith("_l1") and k.startswith("eig_") for k in stats)
+    names = {k.rsplit("_l", 1)[0] for k in stats}
+    assert names == {*probes.MATRIX_STATISTICS, *probes.EIGEN_STATISTICS}
+    singular = probes.weight_statistics([torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])])
+    assert singular["eig_cond_l0"].item() == float("inf")  # |λ|_min = 0
+    assert singular["eig_spread_l0"].item() == pytest.approx(1.0)
 
 
 def test_zero_gradient_fraction_counts_exact_zeros():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from service.spec import load_spec
 from trainables import spiral
 from trainables.data.spiral import spiral as draw_spiral
 from trainables.data.spiral import spiral_embedding
@@ -95,3 +96,75 @@ def test_spiral_reports_weight_statistics_gradient_sparsity_and_robustness():
     assert curve["y"] == pytest.approx(
         [out["test_acc/r0"]] + [out[f"bim_acc_{e}/r0"] for e in (0.05, 0.1, 0.2)]
     )
+
+
+# --- the thesis's configuration (search_spaces/spiral_thesis.yaml) --------------------------------
+
+
+@pytest.fixture(scope="module")
+def thesis_runs():
+    """Every cell of the shipped thesis spec at its smoke budget: {(activation, φ_max): final}."""
+    spec = load_spec("spiral_thesis", "smoke")
+    assert not spec.search  # a cell is one trial: the spec's values, nothing suggested
+    runs = {}
+    for cell in spec.cells():
+        runs[cell["activation"], cell["entanglement"]] = spiral.run(spec.trial_config(cell, {}))
+    return spec, runs
+
+
+def per_seed(run: dict, name: str, replicas: int) -> list[float]:
+    return [run[f"{name}/r{r}"] for r in range(replicas)]
+
+
+def test_thesis_hypothesis_1_norm_rises_with_entanglement(thesis_runs):
+    """Ch. 4.1.1: plain 5×50 nets trained alike on spirals of φ_max = 2π, 4π, 8π; the largest
+    Frobenius norm of a matrix into a hidden layer rises with φ_max: for tanh in every seed, for
+    ReLU in the mean over seeds (one ReLU seed in eight is flat from 4π to 8π at some budgets)."""
+    spec, runs = thesis_runs
+    cfg = spiral.Config.from_mapping(spec.trial_config(spec.cells()[0], {}))
+    ladder = sorted(spec.axes["entanglement"])
+    assert ladder == pytest.approx([2 * math.pi, 4 * math.pi, 8 * math.pi], rel=1e-5)
+    for activation in ("tanh", "relu"):
+        norms = []  # [φ_max][seed]
+        for phi in ladder:
+            layers = [per_seed(runs[activation, phi], f"fro_norm_l{i}", cfg.replicas)
+                      for i in range(cfg.depth)]  # fmt: skip
+            norms.append([max(seed) for seed in zip(*layers)])
+        mean = [sum(n) / len(n) for n in norms]  # not a drift within noise: ≥ 10% a doubling
+        assert mean[1] > 1.1 * mean[0] and mean[2] > 1.1 * mean[1], (activation, norms)
+        if activation == "tanh":
+            for seed, (low, mid, high) in enumerate(zip(*norms)):
+                assert low < mid < high, (seed, norms)
+        easy = min(runs[activation, ladder[0]][f"test_acc/r{r}"] for r in range(cfg.replicas))
+        assert easy > 0.99  # trained, not merely initialised: 2π is easy
+
+
+def test_thesis_relu_zeroes_gradients_tanh_does_not(thesis_runs):
+    """Ch. 4.2, Fig. 4.8: a large share of a ReLU net's weight gradients is exactly 0 in every
+    layer behind a ReLU; tanh showed none. Per seed, layer and φ_max."""
+    spec, runs = thesis_runs
+    cfg = spiral.Config.from_mapping(spec.trial_config(spec.cells()[0], {}))
+    for phi in spec.axes["entanglement"]:
+        for i in range(1, cfg.depth + 1):  # layer 0 sees the raw input, not a ReLU's output
+            relu = per_seed(runs["relu", phi], f"zero_grad_l{i}", cfg.replicas)
+            tanh = per_seed(runs["tanh", phi], f"zero_grad_l{i}", cfg.replicas)
+            assert min(relu) > 0.05 and max(tanh) < 0.01, (phi, i, relu, tanh)
+
+
+def test_thesis_eigenvalue_metrics_are_declared_and_consistent(thesis_runs):
+    """The square 50×50 layers report the thesis's eigenvalue statistics, which agree with each
+    other: spread = max − min, cond = max / min, min ≤ mean ≤ max."""
+    spec, runs = thesis_runs
+    run = runs["tanh", spec.axes["entanglement"][0]]
+    cfg = spiral.Config.from_mapping(spec.trial_config(spec.cells()[0], {}))
+    declared = set(cfg.metrics())
+    for i in range(1, cfg.depth):
+        names = {f"eig_{m}_l{i}" for m in ("abs_mean", "abs_max", "abs_min", "spread", "cond")}
+        assert names <= declared
+        lo, mean, hi = (run[f"eig_abs_{m}_l{i}"] for m in ("min", "mean", "max"))
+        assert 0 < lo <= mean <= hi
+        for r in range(cfg.replicas):
+            lo, hi = run[f"eig_abs_min_l{i}/r{r}"], run[f"eig_abs_max_l{i}/r{r}"]
+            assert run[f"eig_spread_l{i}/r{r}"] == pytest.approx(hi - lo)
+            assert run[f"eig_cond_l{i}/r{r}"] == pytest.approx(hi / lo)
+    assert "eig_spread_l0" not in run and "eig_cond_l5" not in run  # 2×50 and 50×2: not square

@@ -8,6 +8,14 @@ Arithmetic evaluation: o.o.d. and region errors are means over a regular grid of
 points on [-1.5, 1.5]² (Table 1's square), the same for every replica: ood is the grid outside the
 unit disc; on the annulus also hole (r < 0.5: outside the data, inside its convex hull), ring
 (0.5 ≤ r ≤ 1) and outside (1 < r ≤ 1.5). Region tests use r², so boundaries are exact.
+
+Error against eccentricity (Fig. 2, middle column): `radial_means` averages per-point values over
+radius bins [k/20, (k+1)/20), so 0.5 and 1 (the annulus's edges) are bin edges and no bin mixes
+two regions (a point at r = 1 exactly falls in [1, 1.05)); `eccentricity_plot` builds the plot
+from one replica's squared error on the grid: the paper's dots (−log10 squared error per point
+against ‖x‖₂, grouped by region instead of coloured by angle), their mean per bin (our stand-in
+for the paper's radially averaged kde) and −log10 of each bin's MSE (the region MSEs' statistic,
+dominated by the worst points of the bin). Empty bins are left out.
 """
 
 from __future__ import annotations
@@ -15,11 +23,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from trainables import artifacts
 from trainables.config import ExperimentConfig, require
 from trainables.data import Sampler, Split, stack
 from trainables.nn import replica_generators
@@ -28,6 +38,9 @@ Operation = Literal["add", "multiply"]
 Domain = Literal["disc", "annulus", "normal"]
 EXTENT = 1.5  # the evaluation square [-1.5, 1.5]² of Table 1 and Fig. 1
 ERROR_FLOOR = 1e-30  # log10 of a squared error is floored here, so an exact fit stays finite
+RADIAL_BINS_PER_UNIT = 20  # radius bins of width 0.05: 0.5 and 1 fall on bin edges
+MAX_DOTS = 2500  # dots drawn per eccentricity plot: every trial logs its plot data, and 10⁴ dots
+# (a 101² grid) would triple that payload; the bins still average every point
 
 
 # --- sinusoid (paper 000 §3.3) --------------------------------------------------------------------
@@ -204,3 +217,58 @@ def region_means(
 def log_squared_error(pred: Tensor, y: Tensor) -> Tensor:
     """log10 of the squared error, floored at ERROR_FLOOR (the loss surfaces of Fig. 1, 2, 4)."""
     return torch.log10((pred - y).double().pow(2).clamp_min(ERROR_FLOOR))
+
+
+def radial_means(
+    values: Tensor, points: Tensor, per_unit: int = RADIAL_BINS_PER_UNIT
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Means of values [R, P] over radius bins [k/per_unit, (k+1)/per_unit) of points [P, 2].
+
+    Returns (bin centres [B], points per bin [B], means [R, B]) for the B non-empty bins. Bins
+    compare r² with squared edges, like `region_masks`, so a region boundary on a bin edge is exact.
+    """
+    require(per_unit >= 1, "per_unit", ">= 1", per_unit)
+    r2 = points.double().pow(2).sum(dim=-1)
+    bins = math.floor(math.sqrt(r2.max().item()) * per_unit) + 2  # one spare: sqrt may round down
+    edges = torch.arange(bins + 1, dtype=torch.float64, device=points.device) / per_unit
+    index = torch.bucketize(r2, edges.pow(2), right=True) - 1  # edges[i]² <= r² < edges[i + 1]²
+    count = torch.bincount(index, minlength=bins)
+    sums = values.new_zeros(values.shape[0], bins, dtype=torch.float64)
+    sums.index_add_(1, index, values.double())
+    keep = count > 0
+    centres = (edges[:-1] + edges[1:]) / 2
+    return centres[keep], count[keep], sums[:, keep] / count[keep]
+
+
+def eccentricity_plot(
+    sq_error: Tensor | np.ndarray, points: Tensor | np.ndarray, domain: str, title: str = ""
+) -> dict[str, Any]:
+    """Fig. 2 (middle): −log10 squared error [P] against ‖x‖₂ of points [P, 2], dots and bins.
+
+    Dots per region (hole, ring, o.o.d. on the annulus; r ≤ 1 and o.o.d. otherwise; at most
+    `MAX_DOTS`, every k-th point), the bin means of all points and −log10 of each bin's MSE
+    (`radial_means`).
+    """
+    err = torch.as_tensor(sq_error, dtype=torch.float64).flatten()
+    points = torch.as_tensor(points)
+    neg_log = -torch.log10(err.clamp_min(ERROR_FLOOR))
+    centres, _, means = radial_means(torch.stack([neg_log, err]), points)
+    r = points.double().norm(dim=-1)
+    masks = region_masks(points)
+    if domain == "annulus":
+        groups = {"hole (o.o.d., inside the hull)": masks["hole"], "ring (i.i.d.)": masks["ring"],
+                  "o.o.d. (outside the hull)": masks["ood"]}  # fmt: skip
+    else:
+        groups = {"r ≤ 1": ~masks["ood"], "o.o.d. (r > 1)": masks["ood"]}
+    thin = torch.zeros_like(r, dtype=torch.bool)
+    thin[:: math.ceil(len(r) / MAX_DOTS)] = True
+    series = {label: (r[m & thin], neg_log[m & thin]) for label, m in groups.items() if m.any()}
+    series["mean per bin"] = (centres, means[0])
+    series["−log10 of bin MSE"] = (centres, -torch.log10(means[1].clamp_min(ERROR_FLOOR)))
+    # the paper's region colours (yellow, green, red; olive is matplotlib's nearest to yellow)
+    colors = dict(zip(groups, (8, 2, 3) if domain == "annulus" else (2, 3)))
+    return artifacts.curves(
+        series, title=title, x_label="eccentricity ‖x‖₂", y_label="−log10 squared error",
+        markers=list(groups), dashed=["−log10 of bin MSE"],
+        colors={**colors, "mean per bin": 7, "−log10 of bin MSE": 0},
+    )  # fmt: skip

@@ -9,6 +9,11 @@ tests check W_f's output against `target`.
 The training set is f at all of its knots and BETWEEN equally spaced points between each pair
 (33 + 32·9 = 321 points), the same for every replica: the paper fits the network's output, not a
 sample, so there is nothing to seed.
+
+Tooth k is x ∈ [k/16, (k+1)/16) (the last one closed at 1): 20 training points each (21 in the
+last). `tooth_errors` reads a fit tooth by tooth: its MSE against f over a tooth relative to the
+sawtooth's variance over that tooth, ≈ 0 where the fit has the tooth and ≈ 1 where it has only the
+spline there (leaving a tooth out costs its variance).
 """
 
 from __future__ import annotations
@@ -37,6 +42,27 @@ def spline(x: Tensor) -> Tensor:
     i = torch.searchsorted(knots, x.contiguous(), right=True).clamp(1, len(knots) - 1)
     t = (x - knots[i - 1]) / (knots[i] - knots[i - 1])
     return values[i - 1] + t * (values[i] - values[i - 1])
+
+
+def tooth_index(x: Tensor) -> Tensor:
+    """Which of the SAW_TEETH teeth each x ∈ [0, 1] lies in (x = 1 belongs to the last), long."""
+    return (SAW_TEETH * x).floor().long().clamp(0, SAW_TEETH - 1)
+
+
+def tooth_errors(pred: Tensor, x: Tensor) -> Tensor:
+    """[R, SAW_TEETH]: per replica, each tooth's MSE of pred against f over the inputs x in it,
+    relative to the sawtooth's variance over those inputs; pred and x are [R, M, 1]."""
+    x = x.double().flatten(1)
+    teeth = tooth_index(x)
+
+    def tooth_mean(values: Tensor) -> Tensor:
+        sums = torch.zeros(x.shape[0], SAW_TEETH, dtype=torch.float64, device=x.device)
+        counts = torch.zeros_like(sums).scatter_add_(1, teeth, torch.ones_like(x))
+        return sums.scatter_add_(1, teeth, values) / counts
+
+    saw = sawtooth(x)
+    var = tooth_mean(saw.pow(2)) - tooth_mean(saw).pow(2)
+    return tooth_mean((pred.double().flatten(1) - target(x)).pow(2)) / var
 
 
 def target(x: Tensor) -> Tensor:
