@@ -34,9 +34,9 @@ Choices the paper leaves open, and what we do:
   optimum ~1.5e3). The closed form yᵀK⁻¹y/N is no start either: the nugget is not negligible in
   K's small eigenvalues (it gives C = 1.6 and 49 where the optimum is 12 and 1.4e3). So a fitted
   C starts at the likelihood's maximum at the starting λ (`ml_amplitude`: a log grid, then a
-  bounded 1-D search) and L-BFGS goes on from there; with λ fixed that is the fit. Restarts
-  (`optimizer_restarts`, drawn by the replica's seed, so a run is reproducible) default to 0
-  then, and to 5 with λ fitted.
+  bounded 1-D search); with λ fixed that is the fit and no L-BFGS runs, with λ fitted L-BFGS
+  goes on from there, with 5 restarts by default (`optimizer_restarts`, drawn by the replica's
+  seed, so a run is reproducible).
 - `train_points` defaults to the sinusoid's 100; the specs set the paper's D = 128 (disc) or
   D = 256 (annulus, Fig. 2). λ by maximum likelihood is bounded to [1e-3, 1e3], C to [1e-5, 1e5].
   On the disc (D = 128) ML with a plain RBF (C = 1) finds λ ≈ 3. Fitting C too, the likelihood
@@ -56,7 +56,6 @@ Choices the paper leaves open, and what we do:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -65,7 +64,6 @@ import numpy as np
 import scipy.linalg
 import torch
 from scipy.optimize import minimize_scalar
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, Product
 
@@ -109,7 +107,7 @@ class Config(SinusoidData):
     fit_amplitude: bool = False
     """use C·RBF with the amplitude C fitted by maximum likelihood"""
     optimizer_restarts: int | None = None
-    """L-BFGS restarts (n_restarts_optimizer), seeded per replica; None: 5 if λ is fitted, else 0"""
+    """L-BFGS restarts (n_restarts_optimizer) when λ is fitted, seeded per replica; None: 5"""
     alpha: float | None = None
     """noise variance added to the kernel's diagonal; None: noise_std² (sinusoid), 1e-10 (others)"""
     dataset: Dataset = "sinusoid"
@@ -152,8 +150,8 @@ class Config(SinusoidData):
 
     @property
     def restarts(self) -> int:
-        """Restarts as run: with λ fixed a fitted C starts at its optimum (`ml_amplitude`) and
-        restarts only find it again; with λ fitted too they climb the (λ, C) ridge (docstring)."""
+        """L-BFGS restarts as run: none with λ fixed (a fitted C is `ml_amplitude`'s, and no
+        optimizer runs); with λ fitted they climb the (λ, C) ridge (see the module docstring)."""
         if self.optimizer_restarts is not None:
             return self.optimizer_restarts
         return 5 if self.fit_length_scale else 0
@@ -186,11 +184,14 @@ def make_data(cfg: Config) -> Arrays:
 
 
 def make_kernel(cfg: Config, length_scale: float, amplitude: float = 1.0) -> Kernel:
-    """RBF(λ), times C when the amplitude is fitted; the values given are the optimizer's start."""
+    """RBF(λ), times C when the amplitude is fitted; the values given are the optimizer's start.
+
+    With λ fixed there is nothing left for L-BFGS: C is `ml_amplitude`'s and stays fixed."""
     bounds = (1e-3, 1e3) if cfg.fit_length_scale else "fixed"
     kernel = RBF(length_scale=length_scale, length_scale_bounds=bounds)
     if cfg.fit_amplitude:
-        kernel = ConstantKernel(amplitude, AMPLITUDE_BOUNDS) * kernel
+        c_bounds = AMPLITUDE_BOUNDS if cfg.fit_length_scale else "fixed"
+        kernel = ConstantKernel(amplitude, c_bounds) * kernel
     return kernel
 
 
@@ -231,25 +232,21 @@ def fit_one(
 ) -> GaussianProcessRegressor:
     """One replica's GP on its points x [N, d], y [N, 1], with its λ; `seed` draws the restarts.
 
-    A fitted amplitude starts at its maximum-likelihood value for the starting λ, so with λ fixed
-    the optimizer starts at the optimum; restarts, if any, replace it only by a higher likelihood.
+    A fitted amplitude is its maximum-likelihood value for the starting λ: with λ fixed that is
+    the fit, with λ fitted L-BFGS starts there and restarts replace it only by a higher likelihood.
     """
-    fits = cfg.fit_length_scale or cfg.fit_amplitude
     amplitude = 1.0
     if cfg.fit_amplitude:
         amplitude = ml_amplitude(RBF(length_scale)(x), y.ravel(), cfg.noise_variance)
     gp = GaussianProcessRegressor(
         make_kernel(cfg, length_scale, amplitude),
         alpha=cfg.noise_variance,
-        optimizer="fmin_l_bfgs_b" if fits else None,
+        optimizer="fmin_l_bfgs_b" if cfg.fit_length_scale else None,
         n_restarts_optimizer=cfg.restarts,
         normalize_y=False,  # the paper's GP has a zero mean function
         random_state=seed,
     )
-    with warnings.catch_warnings():
-        if not cfg.fit_length_scale:  # started at the optimum, L-BFGS's line search finds no rise
-            warnings.simplefilter("ignore", ConvergenceWarning)
-        return gp.fit(x, y.ravel())
+    return gp.fit(x, y.ravel())
 
 
 def fitted_length_scale(gp: GaussianProcessRegressor) -> float:
