@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
@@ -29,6 +29,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from service import conventions as cv
 from service import mlflow_view as view
 from service.errors import connection_cause, tracking_error
+from service.mlflow_writes import MAX_BATCH, MAX_PARAMS, RunWrite, writer_for
 from trainables.artifacts import ARTIFACTS
 from trainables.config import ConfigError
 from trainables.report import FAILURE_REASON
@@ -40,8 +41,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
-MAX_BATCH = 900  # MLflow accepts 1000 metrics per log_batch call
-MAX_PARAMS = 100  # and 100 params
 MAX_TAG = 8000  # MLflow's longest tag value
 FLUSH_EVERY_S = 10.0  # a live curve in the UI, without a write per report of every configuration
 REFIT_EVERY_S = 60.0  # the parent run's live x_opt: a refit of each cell costs about a second
@@ -361,10 +360,11 @@ class _TrialRun:
         self, run_id: str | None, logged_step: int, cell: str = "", config: Any = None
     ) -> None:
         self.run_id = run_id
+        self.artifact_uri: str | None = None  # known once the run is created
         self.cell = cell
         self.config: Mapping[str, Any] = config or {}
         self.last: dict[str, Any] = {}  # the latest report's metrics, for the sweep's summary
-        self.tags: list[RunTag] = []  # not yet sent: they go with the next metrics
+        self.tags: dict[str, str] = {}  # not yet sent: they go with the next metrics
         self.logged_step = logged_step
         self.buffer: list[Metric] = []
         self.params: list[Param] = []  # not yet sent: they go with the first metrics
@@ -395,6 +395,9 @@ class MlflowTracker(Callback):
         self.existing = record.trial_runs()
         self.lost: dict[str, Any] | None = None
         self.outbox = Outbox(record.uri)
+        # A hook's writes, one per run, sent together as it returns (`service.mlflow_writes`)
+        self.writer = writer_for(record.client, record.experiment_id, record.uri)
+        self.pending: dict[int, RunWrite] = {}
         self.made = len(self.existing)  # runs of the sweep so far: the next one's number
         self.summary = view.LiveSummary(spec)
         for found in self.existing.values():  # after a resume: the trials that already ended
@@ -464,14 +467,17 @@ class MlflowTracker(Callback):
                 self._close(run, "FINISHED", stopped=f"step {step}")
             elif status == "finished":
                 self._close(run, "FINISHED")
+        self._send()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for run in self._pack_runs(trial):
             self._close(run, "FINISHED")
+        self._send()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for run in self._pack_runs(trial):
             self._close(run, "FAILED", error_line(trial))
+        self._send()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         for trial in trials:
@@ -480,6 +486,7 @@ class MlflowTracker(Callback):
                 if run is not None and not run.closed:
                     self._close(run, "KILLED", "the sweep ended before this trial did")
                     self.record.unfinished += 1
+        self._send()
         reason = "lost: the driver died before Ray saved this trial; it was not re-run"
         for found in (self.lost or {}).values():
             if found.info.status == "RUNNING":
@@ -497,6 +504,17 @@ class MlflowTracker(Callback):
     def _key(trial: Any, index: int) -> str:
         return cv.member_key(trial.trial_id, index, len(cv.member_configs(trial.config)))
 
+    def _write(self, run: _TrialRun) -> RunWrite:
+        """This hook's writes for the run, sent when the hook returns."""
+        if id(run) not in self.pending:
+            self.pending[id(run)] = RunWrite(run, step_tag=LOGGED_STEP)
+        return self.pending[id(run)]
+
+    def _send(self) -> None:
+        writes, self.pending = list(self.pending.values()), {}
+        if writes:
+            self.writer.queue(writes, self._call)
+
     def _pack_runs(self, trial: Any) -> list[_TrialRun]:
         """The runs of every configuration of a pack (created for those that never reported)."""
         return [self._ensure_run(trial, k) for k in range(len(cv.member_configs(trial.config)))]
@@ -510,6 +528,7 @@ class MlflowTracker(Callback):
         if found is not None:
             logged = int(found.data.tags.get(LOGGED_STEP, "0"))
             run = _TrialRun(found.info.run_id, logged, found.data.tags.get(cv.CELL, ""), config)
+            run.artifact_uri = found.info.artifact_uri
             if found.info.status == "FINISHED":
                 # A configuration that ended within a pack Ray re-runs: its record is complete.
                 run.closed = True
@@ -533,13 +552,8 @@ class MlflowTracker(Callback):
             }
             run = _TrialRun(None, 0, cell, config)  # its id arrives when the create is sent
             self.made += 1
-            name = view.run_name(config, self.axes, self.searched, self.made)
-
-            def create(run: _TrialRun = run, name: str = name) -> None:
-                made = self.client.create_run(self.record.experiment_id, run_name=name, tags=tags)
-                run.run_id = made.info.run_id
-
-            self._call(create, "create a trial run")
+            self._write(run).create = (view.run_name(config, self.axes, self.searched, self.made),
+                                       tags)  # fmt: skip
             # sent with the first metrics (one write less per configuration: 7 ms on SQLite)
             run.params = [Param(k, str(v)[:6000]) for k, v in sorted(config.items())]
         self.runs[key] = run
@@ -575,29 +589,16 @@ class MlflowTracker(Callback):
         driver would cost every trial of a sweep of small trials more than its training does; the
         sweep's best configurations get theirs when it ends (`service.report.render_best_plots`),
         any other on demand (`smoothsweep plots`)."""
-        for name, payload in payloads.items():
-            self._call(
-                lambda name=name, payload=payload: self.client.log_dict(
-                    run.run_id, payload, f"{name}.json"
-                ),
-                "log a plot's data",
-            )
+        self._write(run).artifacts.update(payloads)
 
     def _flush(self, run: _TrialRun) -> None:
-        while run.buffer or run.params or run.tags:
-            chunk, rest = run.buffer[:MAX_BATCH], run.buffer[MAX_BATCH:]
-            params, run.params = run.params[:MAX_PARAMS], run.params[MAX_PARAMS:]
-            step = max((m.step for m in chunk), default=run.logged_step)
-            tags = [RunTag(LOGGED_STEP, str(step))] if chunk else []
-            tags, run.tags = tags + run.tags, []
-            self._call(
-                lambda chunk=chunk, params=params, tags=tags: self.client.log_batch(
-                    run.run_id, metrics=chunk, params=params, tags=tags
-                ),
-                "log metrics",
-            )
-            run.buffer = rest
-            run.logged_step = step
+        if run.buffer or run.params or run.tags:
+            w = self._write(run)
+            w.metrics.extend(run.buffer)
+            w.params.extend(run.params)
+            w.tags.update(run.tags)
+            run.logged_step = max((m.step for m in run.buffer), default=run.logged_step)
+            run.buffer, run.params, run.tags = [], [], {}
         run.last_flush = time.monotonic()
 
     def _close(self, run: _TrialRun, status: str, reason: str = "", stopped: str = "") -> None:
@@ -606,7 +607,7 @@ class MlflowTracker(Callback):
         replicas = {m.key: m.value for m in run.replicas}
         tag = cv.replicas_tag(replicas)
         if replicas and len(tag) <= MAX_TAG:
-            run.tags.append(RunTag(cv.REPLICAS, tag))  # in the last batch: no write of its own
+            run.tags[cv.REPLICAS] = tag  # in the last batch: no write of its own
         elif replicas:  # too many replicas for one tag: as metrics, as older stores hold them
             run.buffer.extend(run.replicas)
         run.replicas = []
@@ -616,12 +617,12 @@ class MlflowTracker(Callback):
             metrics[cv.STATUS] = "failed"
         if status != "KILLED":
             self.summary.add(run.cell, run.config, metrics)
+        w = self._write(run)
         if reason:
-            note = reason[:5000]
-            self._call(lambda: self.client.set_tag(run.run_id, cv.FAILURE_REASON, note), "tag")
+            w.tags[cv.FAILURE_REASON] = reason[:5000]
         if stopped:
-            self._call(lambda: self.client.set_tag(run.run_id, cv.STOPPED_EARLY, stopped), "tag")
-        self._call(lambda: self.client.set_terminated(run.run_id, status=status), "end a run")
+            w.tags[cv.STOPPED_EARLY] = stopped
+        w.end = status
         run.closed = True
 
     def _summarise(self, final: bool = False) -> None:

@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from service import conventions as cv
 from service import tracking
+from service.mlflow_writes import ClientWrites
 from service.spec import load_spec
 from service.tracking import MlflowTracker, SweepRecord
 
@@ -44,6 +45,15 @@ def result(step: int, mse: float, member: int = 0, **extra) -> dict:
             cv.MEMBERS: {str(member): metrics}}  # fmt: skip
 
 
+@pytest.fixture(autouse=True, params=["sql", "client"])
+def writes(request, monkeypatch):
+    """Every test on both write paths: one transaction per hook (a SQL store, as here) and the
+    client's calls one by one (what a tracking server gets)."""
+    if request.param == "client":
+        monkeypatch.setattr(tracking, "writer_for", ClientWrites)
+    return request.param
+
+
 @pytest.fixture
 def store(tmp_path):
     return f"sqlite:///{tmp_path}/mlflow.db"
@@ -70,20 +80,32 @@ def feed(tracker: MlflowTracker, trial: FakeTrial, *results: dict) -> None:
         tracker.on_trial_result(0, [], trial, r)
 
 
-def test_metrics_are_batched_and_bookkeeping_is_left_out(store, monkeypatch):
+def test_metrics_are_batched_and_bookkeeping_is_left_out(store, monkeypatch, writes):
     tracker = new_tracker(store)
-    calls = []
-    real = tracker.client.log_batch
-    monkeypatch.setattr(
-        tracker.client, "log_batch", lambda *a, **k: calls.append(k) or real(*a, **k)
-    )
+    batches = []  # the metrics of each write that carried some
+    if writes == "client":
+        real_log = tracker.client.log_batch
+
+        def log_batch(*args, **kwargs):
+            batches.append(kwargs["metrics"])
+            return real_log(*args, **kwargs)
+
+        monkeypatch.setattr(tracker.client, "log_batch", log_batch)
+    else:
+        real_send = tracker.writer._send
+
+        def send(run_writes):
+            batches.extend(w.metrics for w in run_writes)
+            return real_send(run_writes)
+
+        monkeypatch.setattr(tracker.writer, "_send", send)
     a = FakeTrial("a", {"seed": 3, "sigma_inv": 0.5})
     tracker.on_step_begin(0, [a])
     feed(tracker, a, result(1, 0.9), result(2, 0.5), result(3, 0.4))
     tracker.on_trial_complete(0, [], a)
-    metric_calls = [c for c in calls if c.get("metrics")]
+    batches = [b for b in batches if b]
     # 3 results x 2 means in one batch; each replica's final value in one tag of that batch
-    assert len(metric_calls) == 1 and len(metric_calls[0]["metrics"]) == 6
+    assert len(batches) == 1 and len(batches[0]) == 6
     run = runs_by_trial(store)["a"]
     assert run.info.status == "FINISHED"
     assert set(run.data.metrics) == {"test_mse", "train_mse"}
@@ -299,3 +321,12 @@ def test_outbox_does_not_wait_on_errors_that_are_not_an_outage():
 
     with pytest.raises(TrackingError, match="failed to log: INVALID_PARAMETER_VALUE"):
         box.put(bad, "log")
+
+
+def test_the_tracker_pickles_as_tune_needs_it_to(store):
+    """Tune pickles its callbacks when the Tuner is built: no engine or session may ride along."""
+    from ray import cloudpickle
+
+    tracker = new_tracker(store)
+    copy = cloudpickle.loads(cloudpickle.dumps(tracker))
+    assert type(copy.writer) is type(tracker.writer) and copy.writer.uri == store
