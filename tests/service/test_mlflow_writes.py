@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ def test_one_transaction_writes_what_the_client_calls_write(tmp_path):
         ours = client.download_artifacts(alpha.run_id, "curve.json", str(tmp_path / kind))
         client.log_dict(beta.run_id, writes[0].artifacts["curve"], "curve.json")  # MLflow's own
         theirs = client.download_artifacts(beta.run_id, "curve.json", str(tmp_path / "ref"))
-        assert open(ours).read() == open(theirs).read()
+        assert json.loads(open(ours).read()) == json.loads(open(theirs).read())
     assert seen["sql"] == seen["client"]
     alpha, beta = seen["sql"]
     assert alpha["status"] == "FINISHED" and alpha["ended"] and alpha["user"] == "ada"
@@ -113,7 +114,7 @@ def test_one_transaction_writes_what_the_client_calls_write(tmp_path):
 
 def test_a_retried_transaction_never_makes_a_second_run(tmp_path, monkeypatch):
     client, writer = stores(tmp_path)["sql"]
-    real, calls = mlflow_writes._latest_rows, []
+    real, calls = mlflow_writes._metric_rows, []
 
     def flaky(*args):
         calls.append(1)
@@ -121,7 +122,7 @@ def test_a_retried_transaction_never_makes_a_second_run(tmp_path, monkeypatch):
             raise RuntimeError("database is locked")
         return real(*args)
 
-    monkeypatch.setattr(mlflow_writes, "_latest_rows", flaky)
+    monkeypatch.setattr(mlflow_writes, "_metric_rows", flaky)
     writes = [RunWrite(Target(), create=("a", {}), metrics=[Metric("m", 1.0, 0, 1)])]
     queued = []
     writer.queue(writes, lambda fn, what: queued.append(fn))
@@ -141,3 +142,13 @@ def test_writing_to_a_deleted_run_says_which_and_writes_nothing(tmp_path):
     with pytest.raises(Exception, match=f"run {gone.run_id} is missing or deleted"):
         send(writer, [RunWrite(kept, end="FINISHED"), RunWrite(gone, end="FINISHED")])
     assert client.get_run(kept.run_id).info.status == "RUNNING"
+
+
+def test_a_param_keeps_its_value_as_mlflow_requires(tmp_path):
+    client, writer = stores(tmp_path)["sql"]
+    run = Target()
+    send(writer, [RunWrite(run, create=("r", {}), params=[Param("lr", "0.1")])])
+    send(writer, [RunWrite(run, params=[Param("lr", "0.1"), Param("width", "8")])])  # same: fine
+    with pytest.raises(Exception, match="param 'lr' of run .* is '0.1'; cannot log '0.2'"):
+        send(writer, [RunWrite(run, params=[Param("lr", "0.2")])])
+    assert client.get_run(run.run_id).data.params == {"lr": "0.1", "width": "8"}
