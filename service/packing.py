@@ -23,7 +23,7 @@ from trainables.packing import replica_cost
 if TYPE_CHECKING:
     from service.spec import Spec
 
-CPU_ACTIVATIONS = 500_000  # benchmarks/kernels.py: the cheapest step per element, at any width
+CPU_ACTIVATIONS = 2_000_000  # benchmarks/kernels.py: past it, a step costs more per element
 MAX_PACK = 256
 SEQUENTIAL_PACK = 4
 GPU_MEMORY_GIB = float(os.environ.get("SMOOTHSWEEP_GPU_MEMORY_GIB", "80"))  # a card, if unseen
