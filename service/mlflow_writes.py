@@ -90,7 +90,6 @@ class ClientWrites:
                 if chunk["metrics"] and w.step_tag is not None:
                     # With each batch, so that after a crash the tag names what really arrived.
                     last = max(m.step for m in chunk["metrics"])
-                    chunk["tags"] = [t for t in chunk["tags"] if t.key != w.step_tag]
                     chunk["tags"].append(RunTag(w.step_tag, str(last)))
                 put(lambda w=w, c=chunk: self.client.log_batch(w.run.run_id, **c), "log metrics")
             if w.end is not None:

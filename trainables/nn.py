@@ -154,7 +154,8 @@ class ReplicaMLP(nn.Module):
             for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
         )
         # 1 -> width -> 1 tanh (the sinusoid's net): `_TanhNet1D`'s hand-written backward.
-        self.fused = activation == "tanh" and len(sizes) == 3 and sizes[0] == sizes[2] == 1
+        self.fused = (activation == "tanh" and len(sizes) == 3 and sizes[0] == sizes[2] == 1
+                      and not residual)  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fused and not x.requires_grad:  # an input gradient (attacks) takes autograd's way

@@ -93,10 +93,12 @@ def replica_cost(experiment: str, config: Mapping[str, Any]) -> tuple[int, int] 
         if not list(m.children())
     ]
     fused = getattr(task.model, "fused", False)
-    task.model.fused = False  # a fused net skips its layers' forward, and with it the hooks
+    if fused:
+        task.model.fused = False  # a fused net skips its layers' forward, and with it the hooks
     with torch.no_grad():
         task.model(x)
-    task.model.fused = fused
+    if fused:
+        task.model.fused = True
     for h in hooks:
         h.remove()
     params = sum(p.numel() for p in task.model.parameters())
