@@ -12,14 +12,16 @@ each), run twice in one process, on one `ray.init`:
 
 Both MLflow stores are created before timing (SQLite's schema migration is a one-time cost of
 seconds), Ray is warmed by a throwaway task, each side's modules are imported before its clock
-starts (imports are a process's cost, not a sweep's), and each sweep must log all its trials to MLflow
-(checked), so that neither side wins by doing less. The pure compute of a trial
-(`trainables.sinusoid.run` in this process, averaged) gives the service overhead per trial
+starts (imports are a process's cost, not a sweep's), each side first runs an untimed 2-trial sweep
+of its own (a process's first Tune fit costs more, whichever side it is), and each sweep must log
+all its trials to MLflow (checked), so that neither side wins by doing less. The pure compute of a
+trial (`trainables.sinusoid.run` in this process, averaged) gives the service overhead per trial
 = wall x concurrency / trials - compute. A third, short sweep of ours (2 x max_concurrent trials)
 splits our wall time into a one-time start-up and a marginal overhead per trial; it runs when
 --trials is at least 3x that (`--no-marginal` skips it).
 
-Targets: ours >= 5x faster than stock; ours <= 0.5 s of overhead per trial.
+Targets: ours >= 8x faster than stock; ours <= 0.5 s of overhead per trial, <= 0.15 s of it
+marginal (past the start-up).
 
 Run (about 2-3 minutes on 2 CPU cores):
 
@@ -46,8 +48,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
-SPEEDUP_TARGET = 5.0
+SPEEDUP_TARGET = 8.0
 OVERHEAD_TARGET_S = 0.5
+MARGINAL_TARGET_S = 0.15  # per trial, past the start-up
 SIGMA_INV = {"low": 0.05, "high": 20.0}  # search_spaces/sinusoid.yaml
 LR = {"low": 1e-3, "high": 1e-2}
 # Tune settings read from the environment at fit time. service.session.configure_tune sets them for
@@ -254,6 +257,18 @@ def warm_ray() -> None:
     ray.get([noop.remote() for _ in range(2)])
 
 
+def warm_tune(args: argparse.Namespace, workdir: Path, ours_env: dict[str, str | None]) -> None:
+    """A 2-trial sweep of each side, untimed, into throwaway stores. A process's first Tune fit
+    (Tune's lazy imports, first placement groups, SQLAlchemy's first statement compiles) costs
+    ~0.5-2 s once; left in, it lands on whichever side runs first, and the order decides the
+    ratio (7.3x ours-first against 11.9x stock-first before this warm-up)."""
+    warm = argparse.Namespace(**{**vars(args), "trials": 2})
+    with environ({k: None for k in TUNE_ENV}):
+        run_stock(warm, fresh_store(workdir / "warm-stock.db"), workdir / "warm-tune")
+    with environ(ours_env):
+        run_ours(warm, fresh_store(workdir / "warm-ours.db"), workdir / "warm-tune", name="warm")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     keep = args.workdir is not None
@@ -285,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     concurrency = min(args.max_concurrent, cpus)
     warm_ray()
     import_ours()
+    warm_tune(args, workdir, ours_env)
 
     stock_env: dict[str, str | None] = {k: None for k in TUNE_ENV}
     order = ["stock", "ours"] if args.order == "stock-first" else ["ours", "stock"]
@@ -340,10 +356,13 @@ def main(argv: list[str] | None = None) -> None:
         # wall = start-up + trials x (compute + overhead) / concurrency, from two sweep lengths.
         slope = (walls["ours"] - walls["ours-small"]) / (args.trials - small)
         startup = walls["ours-small"] - small * slope
+        per_trial = slope * concurrency - compute
+        ok_marginal = "met" if per_trial <= MARGINAL_TARGET_S else "MISSED"
         print(
             f"ours split ({small}- vs {args.trials}-trial sweep): start-up {startup:.1f} s "
             f"(first trial actor: worker spawn + torch import), then "
-            f"{slope * concurrency - compute:.2f} s overhead per trial"
+            f"{per_trial:.2f} s overhead per trial (target <= {MARGINAL_TARGET_S:g} s: "
+            f"{ok_marginal})"
         )
     kept = f"; stores kept in {workdir}" if keep else ""
     print(f"MLflow: {args.trials} runs logged by each sweep (checked){kept}")

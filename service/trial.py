@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from service.conventions import MEMBERS, STATUS, member_configs
+from service.conventions import MEMBERS, STATUS, Members, member_configs
 from trainables import packing
 from trainables.report import DIVERGED
 
@@ -95,7 +95,7 @@ class PackReporter:
         stop = self.rule.stops(self.reports, running) if self.rule is not None else set()
         for k in stop:
             members[str(k)][STATUS] = "stopped"
-        result: dict[str, Any] = {"step": step, MEMBERS: members}
+        result: dict[str, Any] = {"step": step, MEMBERS: Members(members)}
         if values:
             best = min if self.mode == "min" else max
             result[self.metric] = best(values.values())
