@@ -119,3 +119,19 @@ def test_a_trial_runs_as_many_torch_threads_as_cpus_it_was_given(assigned, threa
 def test_a_gpu_trial_on_a_node_without_cuda_fails_with_the_reason():
     with pytest.raises(RuntimeError, match="no CUDA device"):
         trial_device({"GPU": 0.5}, cuda_available=False)
+
+
+def test_a_packs_members_pass_tunes_flattening_whole(sent):
+    """Tune keeps running statistics of every numeric leaf it finds by flattening a result's
+    dicts; a pack's members must not become thousands of such series, yet the searcher (which
+    sees the flattened result) and a pickled copy must still read them back."""
+    import pickle
+
+    from ray.tune.utils import flatten_dict
+
+    PackReporter("test_mse", "min")(3, {k: {"test_mse": 0.1 * (k + 1)} for k in range(48)})
+    flat = flatten_dict(sent[0])
+    assert sorted(flat) == ["members", "step", "test_mse"]  # no members/<k>/<metric> keys
+    assert cv.members(flat) == {str(k): {"test_mse": 0.1 * (k + 1)} for k in range(48)}
+    assert pickle.loads(pickle.dumps(sent[0]))[cv.MEMBERS] == sent[0][cv.MEMBERS]
+    assert repr(sent[0][cv.MEMBERS]) == "Members(<48 configurations>)"  # Tune formats results
