@@ -124,11 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(f"{args.configs} configurations x {args.replicas} seeds of sinusoid, {args.steps} steps, "
           f"100 points, {args.max_concurrent} trials at a time, device {args.device}")  # fmt: skip
-    print(f"{'width':>6}{'pack':>6}{'unpacked s':>12}{'packed s':>10}{'speedup':>9}  target")
+    print(f"{'width':>6}{'pack':>6}{'unpacked s':>12}{'packed s':>10}{'speedup':>10}  target")
     for width, unpacked, packed, k in rows:
         target = TARGETS.get(width, 1.0) if args.device == "cpu" else 50.0
         verdict = "met" if unpacked / packed >= target else "MISSED"
-        print(f"{width:>6}{k:>6}{unpacked:>12.1f}{packed:>10.1f}{unpacked / packed:>8.1f}x"
+        print(f"{width:>6}{k:>6}{unpacked:>12.1f}{packed:>10.1f}{unpacked / packed:>9.2f}x"
               f"  >= {target:g}x ({verdict})")  # fmt: skip
     print("MLflow: every configuration landed once, FINISHED, with its test_mse (checked)")
     for width, unpacked, packed, _ in sorted(rows, key=lambda r: r[0] == 64):  # headline last
