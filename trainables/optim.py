@@ -90,30 +90,46 @@ class ReplicaOptimizer:
     def step(self) -> None:
         lr = self.current_lr()
         self.steps += 1
-        for p, state in zip(self.params, self.state):
-            if p.grad is None:
-                continue
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            grad = p.grad
-            if self.decay_l2:
-                grad = grad + self.weight_decay.view(shape) * p
-            update = getattr(self, f"_{self.kind}")(grad, state)
-            step = lr.view(shape).to(p.dtype) * update
-            if self.frozen is None:
-                p.sub_(step)
-            else:  # a frozen replica's update may be NaN: select, never multiply by zero
-                p.copy_(torch.where(self.frozen.view(shape), p, p - step))
+        live = [(p, state) for p, state in zip(self.params, self.state) if p.grad is not None]
+        if not live:
+            return
+        params, states = [p for p, _ in live], [state for _, state in live]
+        grads = [p.grad for p in params]
+        if self.decay_l2:
+            grads = [g + self.weight_decay.view(_shape(p)) * p for g, p in zip(grads, params)]
+        if self.kind == "adam":
+            updates = self._adam(grads, states)
+        else:
+            rule = getattr(self, f"_{self.kind}")
+            updates = [rule(g, state) for g, state in zip(grads, states)]
+        cast = {p.dtype: lr.to(p.dtype) for p in params}
+        steps = torch._foreach_mul(updates, [cast[p.dtype].view(_shape(p)) for p in params])
+        if self.frozen is None:
+            torch._foreach_sub_(params, steps)
+            return
+        for p, step in zip(params, steps):  # a frozen replica's update may be NaN: select it out
+            p.copy_(torch.where(self.frozen.view(_shape(p)), p, p - step))
 
-    def _adam(self, grad: Tensor, state: dict[str, Tensor]) -> Tensor:
+    def _adam(self, grads: list[Tensor], states: list[dict[str, Tensor]]) -> list[Tensor]:
+        """Adam for all parameters at once: each of its ~8 elementwise operations is one
+        `torch._foreach_*` call over the list (the same operations, in the same order, as
+        `torch.optim.Adam`'s single-tensor path), not one call per parameter: a tiny net's step
+        is bound by the number of calls, and a GPU's by the number of kernel launches."""
         beta1, beta2 = ADAM_BETAS
-        if not state:
-            state["m"], state["v"] = torch.zeros_like(grad), torch.zeros_like(grad)
-        m, v = state["m"], state["v"]
-        m.lerp_(grad, 1 - beta1)
-        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        for g, state in zip(grads, states):
+            if not state:
+                state["m"], state["v"] = torch.zeros_like(g), torch.zeros_like(g)
+        m, v = [state["m"] for state in states], [state["v"] for state in states]
+        torch._foreach_lerp_(m, grads, 1 - beta1)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
         t = self.steps
-        correction2 = (1 - beta2**t) ** 0.5
-        return m / (1 - beta1**t) / (v.sqrt() / correction2 + ADAM_EPS)
+        denominator = torch._foreach_sqrt(v)
+        torch._foreach_div_(denominator, (1 - beta2**t) ** 0.5)
+        torch._foreach_add_(denominator, ADAM_EPS)
+        updates = torch._foreach_div(m, 1 - beta1**t)
+        torch._foreach_div_(updates, denominator)
+        return list(updates)
 
     def _sgd(self, grad: Tensor, state: dict[str, Tensor]) -> Tensor:
         if self.momentum == 0:
@@ -141,3 +157,8 @@ class ReplicaOptimizer:
 
     def _adadelta_keras(self, grad: Tensor, state: dict[str, Tensor]) -> Tensor:
         return self._adadelta(grad, state, KERAS_ADADELTA_RHO, KERAS_ADADELTA_EPS)
+
+
+def _shape(p: Tensor) -> tuple[int, ...]:
+    """A per-replica [R] tensor's view that broadcasts over p's [R, ...] slices."""
+    return (-1,) + (1,) * (p.dim() - 1)

@@ -102,3 +102,26 @@ def test_parameters_without_a_replica_dimension_are_refused():
     with pytest.raises(ValueError, match=refusal):
         ReplicaOptimizer([torch.zeros(3, 4, requires_grad=True)], kind="adam", lr=[1, 1],
                          weight_decay=[0, 0])  # fmt: skip
+
+
+def test_adam_over_all_parameters_at_once_is_bit_for_bit_the_one_tensor_update():
+    """The foreach Adam does the single-tensor arithmetic, in its order: not merely close to it
+    (a pack's numbers must not depend on how its optimizer batches its calls)."""
+    torch.manual_seed(1)
+    lrs = [1e-2, 3e-2]
+    start = [torch.randn(2, 1, 7), torch.randn(2, 7), torch.randn(2, 7, 1)]
+    ours = [p.clone().requires_grad_() for p in start]
+    opt = ReplicaOptimizer(ours, kind="adam", lr=lrs, weight_decay=[0.0, 0.0])
+    ref = [p.clone() for p in start]
+    m, v = [torch.zeros_like(p) for p in ref], [torch.zeros_like(p) for p in ref]
+    lr = torch.tensor(lrs, dtype=torch.float64)
+    for t in range(1, 8):
+        for p, g in zip(ours, quadratic_grads(ours, t)):
+            p.grad = g
+        opt.step()
+        for i, g in enumerate(quadratic_grads(ref, t)):
+            m[i].lerp_(g, 0.1)
+            v[i].mul_(0.999).addcmul_(g, g, value=0.001)
+            update = m[i] / (1 - 0.9**t) / (v[i].sqrt() / (1 - 0.999**t) ** 0.5 + 1e-8)
+            ref[i] = ref[i] - lr.view((-1,) + (1,) * (ref[i].dim() - 1)).float() * update
+        assert all(torch.equal(a.detach(), b) for a, b in zip(ours, ref)), f"step {t}"
