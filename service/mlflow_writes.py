@@ -8,8 +8,9 @@ configurations ending at one report is then 48 x 3 transactions while its trial 
 `RunWrite`s, and:
 
 - `SqlWrites` sends them in one transaction on a SQL store (the embedded SQLite file, PostgreSQL),
-  through MLflow's own ORM models: the same rows MLflow's `create_run` / `log_batch` /
-  `set_terminated` write (`tests/service/test_mlflow_writes.py` reads both back and compares);
+  as bulk SQLAlchemy Core statements on MLflow's own tables: the same rows MLflow's `create_run` /
+  `log_batch` / `set_terminated` write (`tests/service/test_mlflow_writes.py` reads both back and
+  compares);
 - `ClientWrites` makes the client calls one by one, each its own item in the tracker's outbox, for
   any other store (a tracking server); MLflow's limits per `log_batch` apply there.
 
@@ -107,7 +108,7 @@ class ClientWrites:
 
 
 class SqlWrites:
-    """A hook's writes for all its runs in one transaction of the store's own ORM."""
+    """A hook's writes for all its runs in one transaction on the store's own tables."""
 
     def __init__(self, client: Any, experiment_id: str, tracking_uri: str) -> None:
         # No store or engine is held: Tune pickles its callbacks, and the client pickles (MLflow
@@ -205,7 +206,8 @@ class SqlWrites:
                     elif _order(m) > _order(old[0]):  # MLflow's: by step, then time, then value
                         old[:] = [m, "new" if old[1] == "new" else "changed"]
                 if w.end is not None:
-                    ends.append({"b_run": rid, "b_status": w.end, "b_end_time": _now_ms()})
+                    ended = int(time.time() * 1000)
+                    ends.append({"b_run": rid, "b_status": w.end, "b_end_time": ended})
             _insert(session, runs, new_runs)
             _insert(session, tags_t, [
                 {"run_uuid": r, "key": k, "value": v} for (r, k), v in tags.items()
@@ -255,10 +257,6 @@ def _metric_rows(store: Any, run_id: str, metrics: list[Metric]) -> list[dict[st
 
 def _order(row: dict[str, Any]) -> tuple[Any, ...]:
     return row["step"], row["timestamp"], row["value"]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _select(table: Any, run_ids: set[str], *columns: str) -> Any:

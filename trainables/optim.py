@@ -97,12 +97,8 @@ class ReplicaOptimizer:
         grads = [p.grad for p in params]
         if self.decay_l2:
             grads = [g + self.weight_decay.view(_shape(p)) * p for g, p in zip(grads, params)]
-        if self.kind == "adam":
-            updates = self._adam(grads, states)
-        else:
-            rule = getattr(self, f"_{self.kind}")
-            updates = [rule(g, state) for g, state in zip(grads, states)]
-        cast = {p.dtype: lr.to(p.dtype) for p in params}
+        updates = getattr(self, f"_{self.kind}")(grads, states)
+        cast = {dtype: lr.to(dtype) for dtype in {p.dtype for p in params}}
         steps = torch._foreach_mul(updates, [cast[p.dtype].view(_shape(p)) for p in params])
         if self.frozen is None:
             torch._foreach_sub_(params, steps)
@@ -131,32 +127,38 @@ class ReplicaOptimizer:
         torch._foreach_div_(updates, denominator)
         return list(updates)
 
-    def _sgd(self, grad: Tensor, state: dict[str, Tensor]) -> Tensor:
+    # Each rule takes every live parameter's gradient and state and returns their updates.
+
+    def _sgd(self, grads: list[Tensor], states: list[dict[str, Tensor]]) -> list[Tensor]:
         if self.momentum == 0:
-            return grad
-        if not state:
-            state["buf"] = grad.clone()
-        else:
-            state["buf"].mul_(self.momentum).add_(grad)
-        return state["buf"]
+            return grads
+        for g, state in zip(grads, states):
+            if not state:
+                state["buf"] = g.clone()
+            else:
+                state["buf"].mul_(self.momentum).add_(g)
+        return [state["buf"] for state in states]
 
     def _adadelta(
         self,
-        grad: Tensor,
-        state: dict[str, Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Tensor]],
         rho: float = ADADELTA_RHO,
         eps: float = ADADELTA_EPS,
-    ) -> Tensor:
-        if not state:
-            state["sq"], state["acc"] = torch.zeros_like(grad), torch.zeros_like(grad)
-        sq, acc = state["sq"], state["acc"]
-        sq.mul_(rho).addcmul_(grad, grad, value=1 - rho)
-        delta = (acc + eps).sqrt() / (sq + eps).sqrt() * grad
-        acc.mul_(rho).addcmul_(delta, delta, value=1 - rho)
-        return delta
+    ) -> list[Tensor]:
+        deltas = []
+        for g, state in zip(grads, states):
+            if not state:
+                state["sq"], state["acc"] = torch.zeros_like(g), torch.zeros_like(g)
+            sq, acc = state["sq"], state["acc"]
+            sq.mul_(rho).addcmul_(g, g, value=1 - rho)
+            delta = (acc + eps).sqrt() / (sq + eps).sqrt() * g
+            acc.mul_(rho).addcmul_(delta, delta, value=1 - rho)
+            deltas.append(delta)
+        return deltas
 
-    def _adadelta_keras(self, grad: Tensor, state: dict[str, Tensor]) -> Tensor:
-        return self._adadelta(grad, state, KERAS_ADADELTA_RHO, KERAS_ADADELTA_EPS)
+    def _adadelta_keras(self, grads: list[Tensor], states: list[dict[str, Tensor]]) -> list[Tensor]:
+        return self._adadelta(grads, states, KERAS_ADADELTA_RHO, KERAS_ADADELTA_EPS)
 
 
 def _shape(p: Tensor) -> tuple[int, ...]:
